@@ -1,0 +1,263 @@
+package config
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/acmecrm/integration-service/configs"
+)
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestSettingNames(t *testing.T) {
+	tests := []struct {
+		key, env, flag string
+	}{
+		{"kafka.brokers", "KAFKA_BROKERS", "kafka-brokers"},
+		{"log.level", "LOG_LEVEL", "log-level"},
+		{"gateway.listen_addr", "GATEWAY_LISTEN_ADDR", "listen-addr"},
+		{"gateway.webhook_secrets", "GATEWAY_WEBHOOK_SECRETS", "webhook-secrets"},
+		{"worker.group_id", "WORKER_GROUP_ID", "group-id"},
+		{"worker.contacts_api_url", "WORKER_CONTACTS_API_URL", "contacts-api-url"},
+	}
+	for _, tt := range tests {
+		s := Setting{Key: tt.key}
+		if got := s.Env(); got != tt.env {
+			t.Errorf("Env(%s) = %q, want %q", tt.key, got, tt.env)
+		}
+		if got := s.Flag(); got != tt.flag {
+			t.Errorf("Flag(%s) = %q, want %q", tt.key, got, tt.flag)
+		}
+	}
+}
+
+// Every key of a defaults file is a declared setting, and every setting has a
+// default there: the YAML and the table cannot drift apart.
+func TestDefaultsFilesMatchSettings(t *testing.T) {
+	for name, tc := range map[string]struct {
+		yaml     []byte
+		settings Settings
+	}{
+		"gateway.yaml": {configs.Gateway, GatewaySettings},
+		"worker.yaml":  {configs.Worker, WorkerSettings},
+	} {
+		var doc map[string]any
+		if err := yaml.Unmarshal(tc.yaml, &doc); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var keys []string
+		var walk func(prefix string, m map[string]any)
+		walk = func(prefix string, m map[string]any) {
+			for k, v := range m {
+				if sub, ok := v.(map[string]any); ok {
+					walk(prefix+k+".", sub)
+					continue
+				}
+				keys = append(keys, prefix+k)
+			}
+		}
+		walk("", doc)
+		declared := map[string]bool{}
+		for _, s := range tc.settings {
+			declared[s.Key] = true
+		}
+		for _, k := range keys {
+			if !declared[k] {
+				t.Errorf("%s: key %s is not a declared setting", name, k)
+			}
+			delete(declared, k)
+		}
+		for k := range declared {
+			t.Errorf("%s: setting %s has no default", name, k)
+		}
+	}
+}
+
+func TestLoadGatewayLayers(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "gw.yaml")
+	if err := os.WriteFile(file, []byte("gateway:\n  listen_addr: \":7000\"\n  max_body_bytes: 2048\nkafka:\n  topic: from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(t *testing.T, c Gateway)
+	}{
+		{
+			name: "defaults",
+			env:  map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret},
+			check: func(t *testing.T, c Gateway) {
+				want := Gateway{
+					Log:   Log{Level: "info", Format: "json"},
+					Kafka: c.Kafka,
+					Gateway: GatewayServer{
+						ListenAddr: ":8080", WebhookPath: "/webhooks/acmecrm", WebhookSecrets: []string{testSecret},
+						TimestampTolerance: 5 * time.Minute, MaxBodyBytes: 1 << 20, EnqueueTimeout: 10 * time.Second,
+						RetryAfter: 5 * time.Second, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
+						WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second,
+					},
+				}
+				if !reflect.DeepEqual(c, want) {
+					t.Errorf("got %+v, want %+v", c, want)
+				}
+				k := c.Kafka
+				if !reflect.DeepEqual(k.Brokers, []string{"localhost:9092"}) || k.ClientID != "acme-integration" ||
+					k.Topic != "contact-events" || k.DLQTopic != "contact-events-dlq" || k.RetryMax != 8 ||
+					k.RetryBackoff != 100*time.Millisecond || k.TopicRetention != 7*24*time.Hour || k.DLQRetention != 30*24*time.Hour {
+					t.Errorf("kafka defaults: got %+v", k)
+				}
+			},
+		},
+		{
+			name: "env overrides defaults, lists are comma-separated",
+			env: map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret + ", " + testSecret, "KAFKA_BROKERS": "a:1,b:2",
+				"LOG_LEVEL": "debug", "GATEWAY_MAX_BODY_BYTES": "42", "GATEWAY_ENQUEUE_TIMEOUT": "3s"},
+			check: func(t *testing.T, c Gateway) {
+				if got := c.Kafka.Brokers; !reflect.DeepEqual(got, []string{"a:1", "b:2"}) {
+					t.Errorf("brokers: got %v, want [a:1 b:2]", got)
+				}
+				if len(c.Gateway.WebhookSecrets) != 2 || c.Log.Level != "debug" || c.Gateway.MaxBodyBytes != 42 || c.Gateway.EnqueueTimeout != 3*time.Second {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "flags override env",
+			args: []string{"--kafka-brokers", "f:1", "--max-body-bytes=7", "--listen-addr", ":1"},
+			env:  map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret, "KAFKA_BROKERS": "e:1", "GATEWAY_MAX_BODY_BYTES": "42"},
+			check: func(t *testing.T, c Gateway) {
+				if !reflect.DeepEqual(c.Kafka.Brokers, []string{"f:1"}) || c.Gateway.MaxBodyBytes != 7 || c.Gateway.ListenAddr != ":1" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "file overrides defaults, env overrides file",
+			args: []string{"--config", file},
+			env:  map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret, "GATEWAY_MAX_BODY_BYTES": "99"},
+			check: func(t *testing.T, c Gateway) {
+				if c.Gateway.ListenAddr != ":7000" || c.Kafka.Topic != "from-file" || c.Gateway.MaxBodyBytes != 99 {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "file named by env",
+			env:  map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret, GatewayConfigFileEnv: file},
+			check: func(t *testing.T, c Gateway) {
+				if c.Gateway.ListenAddr != ":7000" {
+					t.Errorf("listen addr: got %q, want :7000", c.Gateway.ListenAddr)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := LoadGateway(tt.args, env(tt.env), io.Discard)
+			if err != nil {
+				t.Fatalf("LoadGateway: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestLoadErrorsNameTheSetting(t *testing.T) {
+	gw := func(extra map[string]string) map[string]string {
+		m := map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	wk := func(extra map[string]string) map[string]string {
+		m := map[string]string{"WORKER_CONTACTS_API_URL": "http://contacts.local"}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		worker  bool
+		args    []string
+		env     map[string]string
+		wantErr []string
+	}{
+		{"gateway without secrets", false, nil, nil, []string{"missing required setting", "GATEWAY_WEBHOOK_SECRETS"}},
+		{"secret without prefix", false, nil, map[string]string{"GATEWAY_WEBHOOK_SECRETS": "c2VjcmV0"}, []string{"GATEWAY_WEBHOOK_SECRETS", "whsec_"}},
+		{"secret not base64", false, nil, map[string]string{"GATEWAY_WEBHOOK_SECRETS": "whsec_%%%"}, []string{"GATEWAY_WEBHOOK_SECRETS", "base64"}},
+		{"malformed duration", false, nil, gw(map[string]string{"GATEWAY_TIMESTAMP_TOLERANCE": "soon"}), []string{"GATEWAY_TIMESTAMP_TOLERANCE", `invalid duration "soon"`}},
+		{"malformed int", false, nil, gw(map[string]string{"GATEWAY_MAX_BODY_BYTES": "1MB"}), []string{"GATEWAY_MAX_BODY_BYTES"}},
+		{"malformed bool", false, nil, gw(map[string]string{"KAFKA_PROVISION_TOPICS": "perhaps"}), []string{"KAFKA_PROVISION_TOPICS"}},
+		{"bad log level", false, nil, gw(map[string]string{"LOG_LEVEL": "loud"}), []string{"LOG_LEVEL"}},
+		{"broker without port", false, nil, gw(map[string]string{"KAFKA_BROKERS": "kafka"}), []string{"KAFKA_BROKERS", "host:port"}},
+		{"same topics", false, nil, gw(map[string]string{"KAFKA_DLQ_TOPIC": "contact-events"}), []string{"KAFKA_DLQ_TOPIC"}},
+		{"zero partitions", false, nil, gw(map[string]string{"KAFKA_TOPIC_PARTITIONS": "0"}), []string{"KAFKA_TOPIC_PARTITIONS"}},
+		{"bad flag value", false, []string{"--enqueue-timeout", "x"}, gw(nil), []string{"enqueue-timeout"}},
+		{"unknown flag", false, []string{"--nope"}, gw(nil), []string{"nope"}},
+		{"missing config file", false, []string{"--config", "/nonexistent/x.yaml"}, gw(nil), []string{"/nonexistent/x.yaml"}},
+		{"worker without contacts api", true, nil, nil, []string{"missing required setting", "WORKER_CONTACTS_API_URL"}},
+		{"worker with bad url", true, nil, map[string]string{"WORKER_CONTACTS_API_URL": "contacts"}, []string{"WORKER_CONTACTS_API_URL"}},
+		{"worker bad retry budget", true, nil, wk(map[string]string{"WORKER_RETRY_MAX_ELAPSED_TIME": "2 minutes"}), []string{"WORKER_RETRY_MAX_ELAPSED_TIME"}},
+		{"worker shrinking backoff", true, nil, wk(map[string]string{"WORKER_RETRY_MULTIPLIER": "0.5"}), []string{"WORKER_RETRY_MULTIPLIER"}},
+		{"worker empty group", true, []string{"--group-id="}, wk(nil), []string{"WORKER_GROUP_ID"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			if tt.worker {
+				_, err = LoadWorker(tt.args, env(tt.env), io.Discard)
+			} else {
+				_, err = LoadGateway(tt.args, env(tt.env), io.Discard)
+			}
+			if err == nil {
+				t.Fatalf("got no error, want one naming %v", tt.wantErr)
+			}
+			for _, want := range tt.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("got %q, want it to contain %q", err, want)
+				}
+			}
+			if strings.Contains(err.Error(), "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") {
+				t.Errorf("error %q reveals a secret", err)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out strings.Builder
+	_, err := LoadWorker([]string{"--help"}, env(nil), &out)
+	if !IsHelp(err) {
+		t.Fatalf("got %v, want ErrHelp", err)
+	}
+	for _, want := range []string{"--contacts-api-url", "--kafka-brokers", "--config"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %s:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestEnvVarsIncludeSpecNames(t *testing.T) {
+	all := strings.Join(append(GatewaySettings.EnvVars(GatewayConfigFileEnv), WorkerSettings.EnvVars(WorkerConfigFileEnv)...), " ")
+	for _, name := range []string{"KAFKA_BROKERS", "KAFKA_TOPIC", "KAFKA_DLQ_TOPIC", "LOG_LEVEL", "GATEWAY_LISTEN_ADDR",
+		"GATEWAY_WEBHOOK_SECRETS", "GATEWAY_MAX_BODY_BYTES", "WORKER_GROUP_ID", "WORKER_CONTACTS_API_URL",
+		"WORKER_CONTACTS_API_TOKEN", "WORKER_HTTP_ADDR", "WORKER_RETRY_MAX_ELAPSED_TIME"} {
+		if !strings.Contains(" "+all+" ", " "+name+" ") {
+			t.Errorf("%s is not read by either binary", name)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package config
+
+import (
+	"encoding/base64"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/acmecrm/integration-service/configs"
+)
+
+// Gateway is the configuration of webhook-gateway.
+type Gateway struct {
+	Log     Log           `mapstructure:"log"`
+	Kafka   Kafka         `mapstructure:"kafka"`
+	Gateway GatewayServer `mapstructure:"gateway"`
+}
+
+// GatewayServer holds the HTTP side of webhook-gateway.
+type GatewayServer struct {
+	// ListenAddr is the address the HTTP server listens on.
+	ListenAddr string `mapstructure:"listen_addr"`
+	// WebhookPath is the path AcmeCRM posts to.
+	WebhookPath string `mapstructure:"webhook_path"`
+	// WebhookSecrets are the accepted whsec_ signing secrets (rotation: any passes).
+	WebhookSecrets []string `mapstructure:"webhook_secrets"`
+	// TimestampTolerance is how far webhook-timestamp may be from now, either way.
+	TimestampTolerance time.Duration `mapstructure:"timestamp_tolerance"`
+	// MaxBodyBytes is the largest body accepted; larger ones get 413.
+	MaxBodyBytes int `mapstructure:"max_body_bytes"`
+	// EnqueueTimeout bounds the wait for Kafka's acknowledgement before 503.
+	EnqueueTimeout time.Duration `mapstructure:"enqueue_timeout"`
+	// RetryAfter is the Retry-After sent with a 503.
+	RetryAfter time.Duration `mapstructure:"retry_after"`
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
+	// HTTP server's, so slow clients cannot pin connections.
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
+	WriteTimeout      time.Duration `mapstructure:"write_timeout"`
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+	// ShutdownTimeout bounds the drain on SIGTERM.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+}
+
+// GatewayConfigFileEnv names a YAML file overriding the gateway's defaults.
+const GatewayConfigFileEnv = "GATEWAY_CONFIG_FILE"
+
+// GatewaySettings are the settings webhook-gateway reads.
+var GatewaySettings = append(append(Settings{}, commonSettings...),
+	Setting{Key: "gateway.listen_addr", Kind: String, Usage: "HTTP listen address"},
+	Setting{Key: "gateway.webhook_path", Kind: String, Usage: "path AcmeCRM posts webhooks to"},
+	Setting{Key: "gateway.webhook_secrets", Kind: StringList, Usage: "comma-separated whsec_ signing secrets (required)"},
+	Setting{Key: "gateway.timestamp_tolerance", Kind: Duration, Usage: "allowed skew of webhook-timestamp, either way"},
+	Setting{Key: "gateway.max_body_bytes", Kind: Int, Usage: "largest accepted body in bytes"},
+	Setting{Key: "gateway.enqueue_timeout", Kind: Duration, Usage: "wait for Kafka's ack before answering 503"},
+	Setting{Key: "gateway.retry_after", Kind: Duration, Usage: "Retry-After sent with 503"},
+	Setting{Key: "gateway.read_header_timeout", Kind: Duration, Usage: "HTTP read-header timeout"},
+	Setting{Key: "gateway.read_timeout", Kind: Duration, Usage: "HTTP read timeout"},
+	Setting{Key: "gateway.write_timeout", Kind: Duration, Usage: "HTTP write timeout"},
+	Setting{Key: "gateway.idle_timeout", Kind: Duration, Usage: "HTTP keep-alive idle timeout"},
+	Setting{Key: "gateway.shutdown_timeout", Kind: Duration, Usage: "bounded drain on SIGTERM"},
+)
+
+// LoadGateway loads and validates the gateway's configuration from args (the
+// command line without the program name) and getenv; usage receives --help.
+func LoadGateway(args []string, getenv func(string) string, usage io.Writer) (Gateway, error) {
+	var c Gateway
+	src := source{binary: "webhook-gateway", file: "gateway.yaml", defaults: configs.Gateway, settings: GatewaySettings, configFileEnv: GatewayConfigFileEnv}
+	if err := src.load(args, getenv, usage, &c); err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func (c Gateway) validate() error {
+	ss := GatewaySettings
+	if err := c.Log.validate(ss); err != nil {
+		return err
+	}
+	if err := c.Kafka.validate(ss); err != nil {
+		return err
+	}
+	g := c.Gateway
+	if err := ss.Required("gateway.webhook_secrets", len(g.WebhookSecrets) == 0); err != nil {
+		return err
+	}
+	for i, s := range g.WebhookSecrets {
+		// Never echo the secret itself: say which one is wrong.
+		key, ok := strings.CutPrefix(s, "whsec_")
+		if !ok {
+			return ss.Invalid("gateway.webhook_secrets", "secret #%d does not start with whsec_", i+1)
+		}
+		if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) == 0 {
+			return ss.Invalid("gateway.webhook_secrets", "secret #%d is not whsec_ followed by standard base64", i+1)
+		}
+	}
+	if err := ss.Required("gateway.listen_addr", g.ListenAddr == ""); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(g.WebhookPath, "/") {
+		return ss.Invalid("gateway.webhook_path", "%q does not start with /", g.WebhookPath)
+	}
+	if g.MaxBodyBytes < 1 {
+		return ss.Invalid("gateway.max_body_bytes", "%d is less than 1", g.MaxBodyBytes)
+	}
+	return positive(ss, map[string]time.Duration{
+		"gateway.timestamp_tolerance": g.TimestampTolerance, "gateway.enqueue_timeout": g.EnqueueTimeout,
+		"gateway.retry_after": g.RetryAfter, "gateway.read_header_timeout": g.ReadHeaderTimeout,
+		"gateway.read_timeout": g.ReadTimeout, "gateway.write_timeout": g.WriteTimeout,
+		"gateway.idle_timeout": g.IdleTimeout, "gateway.shutdown_timeout": g.ShutdownTimeout,
+	})
+}

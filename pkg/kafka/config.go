@@ -1,0 +1,62 @@
+package kafka
+
+import (
+	"fmt"
+
+	"github.com/IBM/sarama"
+
+	"github.com/acmecrm/integration-service/pkg/config"
+)
+
+// MinVersion is the oldest protocol version allowed: Kafka 4 brokers dropped
+// the request versions older clients speak.
+var MinVersion = sarama.V3_0_0_0
+
+// NewConfig returns the sarama configuration shared by every client of the
+// service: client id, protocol version, timeouts and metadata retries.
+func NewConfig(c config.Kafka) (*sarama.Config, error) {
+	v, err := sarama.ParseKafkaVersion(c.Version)
+	if err != nil {
+		return nil, fmt.Errorf("kafka version %q: %w", c.Version, err)
+	}
+	if !v.IsAtLeast(MinVersion) {
+		return nil, fmt.Errorf("kafka version %s is older than %s, which Kafka 4 brokers require", v, MinVersion)
+	}
+	sc := sarama.NewConfig()
+	sc.ClientID = c.ClientID
+	sc.Version = v
+	sc.Net.DialTimeout = c.DialTimeout
+	sc.Metadata.Retry.Max = c.RetryMax
+	sc.Metadata.Retry.Backoff = c.RetryBackoff
+	// Topics are created deliberately, with their retention, never as a side
+	// effect of asking for metadata (Kafka's auto.create.topics.enable).
+	sc.Metadata.AllowAutoTopicCreation = false
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka config: %w", err)
+	}
+	return sc, nil
+}
+
+// NewProducerConfig returns the configuration of a durable producer: every
+// record is acknowledged by all in-sync replicas (acks=all), the producer is
+// idempotent so its own retries cannot duplicate a record, and records are
+// partitioned by key so that one contact's events stay in order.
+func NewProducerConfig(c config.Kafka) (*sarama.Config, error) {
+	sc, err := NewConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Idempotent = true
+	// Idempotence in sarama requires a single in-flight request per broker.
+	sc.Net.MaxOpenRequests = 1
+	sc.Producer.Retry.Max = c.RetryMax
+	sc.Producer.Retry.Backoff = c.RetryBackoff
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka producer config: %w", err)
+	}
+	return sc, nil
+}

@@ -1,0 +1,53 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/rs/zerolog"
+)
+
+// Connect creates a sarama client, retrying with backoff until the brokers
+// answer or ctx ends: a pod that starts before Kafka is reachable waits (not
+// ready) instead of crash-looping.
+func Connect(ctx context.Context, brokers []string, sc *sarama.Config, log zerolog.Logger) (sarama.Client, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 250 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0 // until ctx ends
+	var client sarama.Client
+	op := func() error {
+		c, err := sarama.NewClient(brokers, sc)
+		if err != nil {
+			log.Warn().Err(err).Strs("brokers", brokers).Msg("kafka not reachable yet, retrying")
+			return err
+		}
+		client = c
+		return nil
+	}
+	if err := backoff.Retry(op, backoff.WithContext(b, ctx)); err != nil {
+		return nil, fmt.Errorf("connecting to kafka %v: %w", brokers, err)
+	}
+	return client, nil
+}
+
+// Provision creates the missing topics of specs through client and logs what
+// it did.
+func Provision(client sarama.Client, specs []TopicSpec, log zerolog.Logger) error {
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		return fmt.Errorf("kafka admin: %w", err)
+	}
+	// Closing the admin would close the shared client; it holds nothing else.
+	created, err := EnsureTopics(admin, specs)
+	for _, name := range created {
+		log.Info().Str("topic", name).Msg("created topic")
+	}
+	if err != nil {
+		return fmt.Errorf("provisioning topics: %w", err)
+	}
+	return nil
+}

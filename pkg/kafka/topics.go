@@ -1,0 +1,66 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/acmecrm/integration-service/pkg/config"
+)
+
+// TopicSpec describes a topic to create when it is missing.
+type TopicSpec struct {
+	Name              string
+	Partitions        int32
+	ReplicationFactor int16
+	Retention         time.Duration
+}
+
+// Topics returns the specs of the events topic and the dead-letter topic.
+func Topics(c config.Kafka) []TopicSpec {
+	return []TopicSpec{
+		{Name: c.Topic, Partitions: int32(c.TopicPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.TopicRetention},
+		{Name: c.DLQTopic, Partitions: int32(c.DLQPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.DLQRetention},
+	}
+}
+
+// TopicAdmin is the part of sarama.ClusterAdmin that provisioning needs.
+type TopicAdmin interface {
+	ListTopics() (map[string]sarama.TopicDetail, error)
+	CreateTopic(topic string, detail *sarama.TopicDetail, validateOnly bool) error
+}
+
+// EnsureTopics creates the topics of specs that do not exist yet, with their
+// retention.ms, and returns the names it created. Existing topics are left as
+// they are: whoever manages them decides their settings. Another replica
+// creating the same topic at the same moment is not an error.
+func EnsureTopics(admin TopicAdmin, specs []TopicSpec) ([]string, error) {
+	existing, err := admin.ListTopics()
+	if err != nil {
+		return nil, fmt.Errorf("listing topics: %w", err)
+	}
+	var created []string
+	for _, s := range specs {
+		if _, ok := existing[s.Name]; ok {
+			continue
+		}
+		retention := strconv.FormatInt(s.Retention.Milliseconds(), 10)
+		detail := &sarama.TopicDetail{
+			NumPartitions:     s.Partitions,
+			ReplicationFactor: s.ReplicationFactor,
+			ConfigEntries:     map[string]*string{"retention.ms": &retention},
+		}
+		err := admin.CreateTopic(s.Name, detail, false)
+		if errors.Is(err, sarama.ErrTopicAlreadyExists) {
+			continue
+		}
+		if err != nil {
+			return created, fmt.Errorf("creating topic %s: %w", s.Name, err)
+		}
+		created = append(created, s.Name)
+	}
+	return created, nil
+}

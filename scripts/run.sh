@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# make run: the whole pipeline on this machine, in the foreground.
+# Brings up the local Kafka broker (if not already up), webhook-gateway and
+# contact-worker, waits until each is ready, and prefixes their logs.
+# Ctrl-C stops everything it started.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+# Local-only settings; every one can be overridden from the environment.
+export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
+export LOG_FORMAT=${LOG_FORMAT:-console}
+export GATEWAY_LISTEN_ADDR=${GATEWAY_LISTEN_ADDR:-127.0.0.1:8080}
+# A development secret, for this machine only (see README "Sending a webhook").
+export GATEWAY_WEBHOOK_SECRETS=${GATEWAY_WEBHOOK_SECRETS:-whsec_YWNtZS1sb2NhbC1kZXYtc2VjcmV0LW5vdC1mb3ItcHJvZA==}
+export WORKER_HTTP_ADDR=${WORKER_HTTP_ADDR:-127.0.0.1:9090}
+export WORKER_CONTACTS_API_URL=${WORKER_CONTACTS_API_URL:-http://127.0.0.1:8090}
+
+started_kafka=0
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  echo "run: stopping" >&2
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$started_kafka" = 1 ]; then scripts/kafka.sh down; fi
+}
+trap cleanup EXIT INT TERM
+
+if ! scripts/kafka.sh status 2>/dev/null; then
+  scripts/kafka.sh up
+  started_kafka=1
+fi
+
+start() { # name command...: run in the background with prefixed output
+  local name=$1; shift
+  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  pids+=($!)
+}
+wait_ready() { # name url
+  for _ in $(seq 1 120); do
+    curl -fsS "$2" >/dev/null 2>&1 && { echo "run: $1 ready ($2)" >&2; return 0; }
+    sleep 0.5
+  done
+  echo "run: $1 did not become ready at $2" >&2
+  return 1
+}
+
+start gateway bin/webhook-gateway
+start worker bin/contact-worker
+wait_ready webhook-gateway "http://$GATEWAY_LISTEN_ADDR/readyz"
+wait_ready contact-worker "http://$WORKER_HTTP_ADDR/readyz"
+
+cat >&2 <<MSG
+run: Kafka on $KAFKA_BROKERS, webhook-gateway on http://$GATEWAY_LISTEN_ADDR, contact-worker on http://$WORKER_HTTP_ADDR
+run: Ctrl-C stops everything.
+MSG
+wait

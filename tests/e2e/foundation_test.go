@@ -1,0 +1,49 @@
+package e2e
+
+import (
+	"testing"
+
+	"github.com/IBM/sarama"
+)
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// Both binaries start against the real broker, provision both topics with
+// their retention, report ready, and exit cleanly when stopped.
+func TestBinariesProvisionTopicsOnRealBroker(t *testing.T) {
+	topics := topicEnv(t)
+	topics["KAFKA_TOPIC_PARTITIONS"] = "4"
+	gw := startGateway(t, merge(topics, map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret}))
+	wk := startWorker(t, merge(topics, map[string]string{"WORKER_CONTACTS_API_URL": "http://127.0.0.1:1"}))
+
+	admin := newAdmin(t)
+	want := map[string]struct {
+		partitions int
+		retention  string
+	}{
+		topics["KAFKA_TOPIC"]:     {4, "604800000"},  // 7 days
+		topics["KAFKA_DLQ_TOPIC"]: {3, "2592000000"}, // 30 days
+	}
+	metas, err := admin.DescribeTopics([]string{topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range metas {
+		if m.Err != sarama.ErrNoError {
+			t.Errorf("topic %s: %v", m.Name, m.Err)
+			continue
+		}
+		if got := len(m.Partitions); got != want[m.Name].partitions {
+			t.Errorf("topic %s: got %d partitions, want %d", m.Name, got, want[m.Name].partitions)
+		}
+		entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: m.Name, ConfigNames: []string{"retention.ms"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 1 || entries[0].Value != want[m.Name].retention {
+			t.Errorf("topic %s: got retention.ms %v, want %s", m.Name, entries, want[m.Name].retention)
+		}
+	}
+	gw.stop(t)
+	wk.stop(t)
+}

@@ -1,0 +1,213 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/acmecrm/integration-service/pkg/gateway"
+	"github.com/acmecrm/integration-service/pkg/worker"
+)
+
+// brokers is the real broker the tests run against.
+var brokers = func() string {
+	if b := os.Getenv("KAFKA_TEST_BROKERS"); b != "" {
+		return b
+	}
+	return "127.0.0.1:9092"
+}()
+
+func TestMain(m *testing.M) {
+	for _, a := range os.Args {
+		if a == "-test.short=true" {
+			fmt.Println("e2e: skipped in -short mode")
+			os.Exit(0)
+		}
+	}
+	conn, err := net.DialTimeout("tcp", strings.Split(brokers, ",")[0], 3*time.Second)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: no Kafka broker at %s (%v).\nRun `make test`, which starts one, or `make kafka-up` first.\n", brokers, err)
+		os.Exit(1)
+	}
+	conn.Close()
+	os.Exit(m.Run())
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-zA-Z0-9-]+`)
+
+// uniqueName returns a topic or group name no other test run uses, so tests
+// share the broker without seeing each other's records.
+func uniqueName(t *testing.T, what string) string {
+	return fmt.Sprintf("e2e-%s-%s-%d", unsafeChars.ReplaceAllString(t.Name(), "-"), what, time.Now().UnixNano())
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer collects a binary's log lines for inspection and for the failure report.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// binary is a running gateway or worker.
+type binary struct {
+	name   string
+	addr   string // its HTTP address
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// start runs a binary's Run with env (plus the test broker) until the test
+// ends or stop is called, and waits until its /readyz answers 200.
+func start(t *testing.T, name string, run func(context.Context, []string, func(string) string, *syncBuffer) error, addr string, env map[string]string) *binary {
+	t.Helper()
+	full := map[string]string{"KAFKA_BROKERS": brokers, "LOG_LEVEL": "debug"}
+	for k, v := range env {
+		full[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &binary{name: name, addr: addr, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	go func() { b.done <- run(ctx, nil, func(k string) string { return full[k] }, b.logs) }()
+	t.Cleanup(func() {
+		b.stop(t)
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", name, b.logs.String())
+		}
+	})
+	waitStatus(t, "http://"+addr+"/readyz", http.StatusOK, 60*time.Second, b)
+	return b
+}
+
+// stop cancels the binary's context (SIGTERM) and checks that it exits cleanly.
+func (b *binary) stop(t *testing.T) {
+	t.Helper()
+	b.once.Do(func() {
+		b.cancel()
+		select {
+		case err := <-b.done:
+			if err != nil {
+				t.Errorf("%s exited with %v, want nil", b.name, err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("%s did not exit within 60s of its context ending", b.name)
+		}
+	})
+}
+
+func startGateway(t *testing.T, env map[string]string) *binary {
+	t.Helper()
+	addr := freeAddr(t)
+	env = withDefault(env, "GATEWAY_LISTEN_ADDR", addr)
+	return start(t, "webhook-gateway", func(ctx context.Context, args []string, getenv func(string) string, out *syncBuffer) error {
+		return gateway.Run(ctx, "test", args, getenv, out, out)
+	}, env["GATEWAY_LISTEN_ADDR"], env)
+}
+
+func startWorker(t *testing.T, env map[string]string) *binary {
+	t.Helper()
+	addr := freeAddr(t)
+	env = withDefault(env, "WORKER_HTTP_ADDR", addr)
+	return start(t, "contact-worker", func(ctx context.Context, args []string, getenv func(string) string, out *syncBuffer) error {
+		return worker.Run(ctx, "test", args, getenv, out, out)
+	}, env["WORKER_HTTP_ADDR"], env)
+}
+
+func withDefault(env map[string]string, key, val string) map[string]string {
+	out := map[string]string{key: val}
+	for k, v := range env {
+		out[k] = v
+	}
+	return out
+}
+
+// waitStatus polls url until it answers want, or fails the test.
+func waitStatus(t *testing.T, url string, want int, timeout time.Duration, b *binary) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		if b != nil {
+			select {
+			case err := <-b.done:
+				b.done <- err
+				t.Fatalf("%s exited before %s answered %d: %v", b.name, url, want, err)
+			default:
+			}
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s did not answer %d within %v (last: %s)", url, want, timeout, last)
+}
+
+func newAdmin(t *testing.T) sarama.ClusterAdmin {
+	t.Helper()
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V3_9_0_0
+	admin, err := sarama.NewClusterAdmin(strings.Split(brokers, ","), sc)
+	if err != nil {
+		t.Fatalf("admin: %v", err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	return admin
+}
+
+// topicEnv returns settings that give a test its own topics and group.
+func topicEnv(t *testing.T) map[string]string {
+	return map[string]string{
+		"KAFKA_TOPIC":     uniqueName(t, "events"),
+		"KAFKA_DLQ_TOPIC": uniqueName(t, "dlq"),
+		"WORKER_GROUP_ID": uniqueName(t, "group"),
+	}
+}
+
+func merge(ms ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
