@@ -48,7 +48,7 @@ fetch() {
   need_tools
   say "fetching Apache Kafka $version from Maven Central (once)"
   rm -rf "$libs" && mkdir -p "$libs"
-  mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" \
+  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" \
     || die "mvn could not fetch org.apache.kafka:kafka_2.13:$version (is Maven Central reachable?)"
   touch "$libs/.complete"
 }

@@ -34,7 +34,8 @@ fi
 
 start() { # name command...: run in the background with prefixed output
   local name=$1; shift
-  "$@" > >(sed -u "s/^/[$name] /") 2>&1 &
+  # The prefixing sed ignores Ctrl-C so the binaries' shutdown lines still show.
+  "$@" > >(trap '' INT TERM; exec sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
 }
 wait_ready() { # name url
