@@ -31,6 +31,10 @@ test: ## Everything: gofmt, go vet, and all tests with -race, end-to-end on a re
 test-short: ## Unit tests only (no broker needed).
 	$(GO) test -race -short ./...
 
+.PHONY: bench
+bench: ## Measure the gateway on the local broker against Kafka's own perf tool (medians of RUNS=5).
+	scripts/with-kafka.sh scripts/bench.sh
+
 .PHONY: build
 build: ## Build both binaries into bin/ (the same go build the Dockerfiles run).
 	@mkdir -p bin

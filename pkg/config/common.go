@@ -37,6 +37,9 @@ type Kafka struct {
 	TopicRetention time.Duration `mapstructure:"topic_retention"`
 	// DLQRetention is DLQTopic's retention.ms when created.
 	DLQRetention time.Duration `mapstructure:"dlq_retention"`
+	// MaxMessageBytes is the largest record the producers send, and the
+	// max.message.bytes of topics created at start.
+	MaxMessageBytes int `mapstructure:"max_message_bytes"`
 	// RetryBackoff is the first wait between producer and metadata retries.
 	RetryBackoff time.Duration `mapstructure:"retry_backoff"`
 	// RetryMax is how many times a produce or metadata request is retried.
@@ -62,6 +65,7 @@ var commonSettings = Settings{
 	{Key: "kafka.replication_factor", Kind: Int, Usage: "replication factor of both topics when created"},
 	{Key: "kafka.topic_retention", Kind: Duration, Usage: "retention of the events topic when created"},
 	{Key: "kafka.dlq_retention", Kind: Duration, Usage: "retention of the dead-letter topic when created"},
+	{Key: "kafka.max_message_bytes", Kind: Int, Usage: "largest record produced; max.message.bytes of created topics"},
 	{Key: "kafka.retry_backoff", Kind: Duration, Usage: "first wait between Kafka retries"},
 	{Key: "kafka.retry_max", Kind: Int, Usage: "Kafka produce and metadata retries"},
 	{Key: "kafka.dial_timeout", Kind: Duration, Usage: "timeout connecting to a broker"},
@@ -98,7 +102,7 @@ func (k Kafka) validate(ss Settings) error {
 	if k.Topic == k.DLQTopic {
 		return ss.Invalid("kafka.dlq_topic", "must differ from %s", ss.Lookup("kafka.topic").Env())
 	}
-	for key, n := range map[string]int{"kafka.topic_partitions": k.TopicPartitions, "kafka.dlq_partitions": k.DLQPartitions, "kafka.replication_factor": k.ReplicationFactor} {
+	for key, n := range map[string]int{"kafka.topic_partitions": k.TopicPartitions, "kafka.dlq_partitions": k.DLQPartitions, "kafka.replication_factor": k.ReplicationFactor, "kafka.max_message_bytes": k.MaxMessageBytes} {
 		if n < 1 {
 			return ss.Invalid(key, "%d is less than 1", n)
 		}

@@ -42,6 +42,10 @@ type GatewayServer struct {
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 }
 
+// RecordOverheadBytes is the room kept in a record beside the body for the
+// key, headers and batch framing (all of which are far smaller).
+const RecordOverheadBytes = 16 << 10
+
 // GatewayConfigFileEnv names a YAML file overriding the gateway's defaults.
 const GatewayConfigFileEnv = "GATEWAY_CONFIG_FILE"
 
@@ -102,6 +106,12 @@ func (c Gateway) validate() error {
 	}
 	if g.MaxBodyBytes < 1 {
 		return ss.Invalid("gateway.max_body_bytes", "%d is less than 1", g.MaxBodyBytes)
+	}
+	// A body the gateway accepts must fit in a record Kafka accepts, or it
+	// would be answered 503 forever instead of 413.
+	if need := g.MaxBodyBytes + RecordOverheadBytes; c.Kafka.MaxMessageBytes < need {
+		return ss.Invalid("kafka.max_message_bytes", "%d cannot hold a body of %s=%d plus %d bytes of key and headers",
+			c.Kafka.MaxMessageBytes, ss.Lookup("gateway.max_body_bytes").Env(), g.MaxBodyBytes, RecordOverheadBytes)
 	}
 	return positive(ss, map[string]time.Duration{
 		"gateway.timestamp_tolerance": g.TimestampTolerance, "gateway.enqueue_timeout": g.EnqueueTimeout,

@@ -2,15 +2,24 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
+	"time"
 
+	"github.com/IBM/sarama"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/acmecrm/integration-service/pkg/config"
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/logging"
 	"github.com/acmecrm/integration-service/pkg/ops"
+	"github.com/acmecrm/integration-service/pkg/webhook"
 )
 
 // Run is the whole webhook-gateway binary: it loads the configuration from
@@ -29,29 +38,46 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 }
 
 func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
+	g := cfg.Gateway
+	verifier, err := webhook.NewVerifier(g.WebhookSecrets, g.TimestampTolerance)
+	if err != nil {
+		return err
+	}
 	sc, err := kafka.NewProducerConfig(cfg.Kafka)
 	if err != nil {
 		return err
 	}
 	reg := ops.NewRegistry()
+	metrics := NewMetrics(reg)
 	probe := kafka.NewProbe(cfg.Kafka, sc)
+	enqueuer := &lateEnqueuer{}
+	handler := &Handler{
+		Verifier:       verifier,
+		Enqueuer:       enqueuer,
+		Topic:          cfg.Kafka.Topic,
+		MaxBodyBytes:   int64(g.MaxBodyBytes),
+		EnqueueTimeout: g.EnqueueTimeout,
+		RetryAfter:     g.RetryAfter,
+		Metrics:        metrics,
+		Now:            time.Now,
+	}
 
-	e := ops.NewEcho()
-	ops.Register(e, probe.Ready, reg)
-	g := cfg.Gateway
 	srv := &http.Server{
 		Addr:              g.ListenAddr,
-		Handler:           e,
+		Handler:           newEcho(handler, g.WebhookPath, probe.Ready, reg, log),
 		ReadHeaderTimeout: g.ReadHeaderTimeout,
 		ReadTimeout:       g.ReadTimeout,
 		WriteTimeout:      g.WriteTimeout,
 		IdleTimeout:       g.IdleTimeout,
 	}
+
+	// Serve from the start, so /healthz answers while Kafka is awaited;
+	// webhooks get 503 until the producer exists.
 	addr, errc, err := ops.Start(srv)
 	if err != nil {
 		return err
 	}
-	log.Info().Str("addr", addr.String()).Msg("listening")
+	log.Info().Str("addr", addr.String()).Str("path", g.WebhookPath).Msg("listening")
 
 	client, err := kafka.Start(ctx, cfg.Kafka, sc, log)
 	if err != nil {
@@ -61,16 +87,52 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 		}
 		return err
 	}
+	ap, err := sarama.NewAsyncProducerFromClient(client)
+	if err != nil {
+		ops.Shutdown(srv, g.ShutdownTimeout, log)
+		kafka.Close(client, "kafka client", log)
+		return fmt.Errorf("creating producer: %w", err)
+	}
+	producer := NewProducer(ap)
+	enqueuer.p.Store(producer)
 	go probe.Run(ctx, cfg.Kafka.HealthInterval)
 
 	select {
 	case <-ctx.Done():
-		log.Info().Msg("shutting down")
+		log.Info().Msg("shutting down: draining requests")
 	case err = <-errc:
 	}
-	// Order matters: stop taking requests and drain them before the Kafka
-	// client they use goes away.
+	// Order matters: stop taking requests and drain them, then flush the
+	// producer they used, then close the client under it.
 	ops.Shutdown(srv, g.ShutdownTimeout, log)
+	producer.Close()
 	kafka.Close(client, "kafka client", log)
+	log.Info().Msg("stopped")
 	return err
+}
+
+// newEcho routes the webhook path (every method: the handler answers 405)
+// and the operational endpoints, behind request ids, metrics and recovery.
+func newEcho(h *Handler, path string, ready ops.ReadyFunc, reg *prometheus.Registry, log zerolog.Logger) *echo.Echo {
+	e := ops.NewEcho()
+	e.HTTPErrorHandler = ErrorHandler(log)
+	e.Use(middleware.RequestID(), h.Metrics.Observe(log), middleware.Recover())
+	ops.Register(e, ready, reg)
+	e.Any(path, h.Serve)
+	return e
+}
+
+// errKafkaNotConnected answers webhooks that arrive before Kafka does.
+var errKafkaNotConnected = errors.New("kafka not connected yet")
+
+// lateEnqueuer enqueues through a producer that exists only once Kafka has
+// been reached.
+type lateEnqueuer struct{ p atomic.Pointer[Producer] }
+
+func (l *lateEnqueuer) Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error {
+	p := l.p.Load()
+	if p == nil {
+		return errKafkaNotConnected
+	}
+	return p.Enqueue(ctx, msg)
 }

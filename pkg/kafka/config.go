@@ -55,6 +55,7 @@ func NewProducerConfig(c config.Kafka) (*sarama.Config, error) {
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
 	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka producer config: %w", err)
 	}

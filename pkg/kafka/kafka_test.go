@@ -17,7 +17,7 @@ func testKafka(brokers ...string) config.Kafka {
 		Topic: "contact-events", DLQTopic: "contact-events-dlq",
 		TopicPartitions: 6, DLQPartitions: 3, ReplicationFactor: 1,
 		TopicRetention: 7 * 24 * time.Hour, DLQRetention: 30 * 24 * time.Hour,
-		RetryBackoff: 100 * time.Millisecond, RetryMax: 8, DialTimeout: time.Second, HealthInterval: time.Second,
+		RetryBackoff: 100 * time.Millisecond, RetryMax: 8, MaxMessageBytes: 1 << 20, DialTimeout: time.Second, HealthInterval: time.Second,
 	}
 }
 

@@ -17,13 +17,14 @@ type TopicSpec struct {
 	Partitions        int32
 	ReplicationFactor int16
 	Retention         time.Duration
+	MaxMessageBytes   int
 }
 
 // Topics returns the specs of the events topic and the dead-letter topic.
 func Topics(c config.Kafka) []TopicSpec {
 	return []TopicSpec{
-		{Name: c.Topic, Partitions: int32(c.TopicPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.TopicRetention},
-		{Name: c.DLQTopic, Partitions: int32(c.DLQPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.DLQRetention},
+		{Name: c.Topic, Partitions: int32(c.TopicPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.TopicRetention, MaxMessageBytes: c.MaxMessageBytes},
+		{Name: c.DLQTopic, Partitions: int32(c.DLQPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.DLQRetention, MaxMessageBytes: c.MaxMessageBytes},
 	}
 }
 
@@ -34,7 +35,7 @@ type TopicAdmin interface {
 }
 
 // EnsureTopics creates the topics of specs that do not exist yet, with their
-// retention.ms, and returns the names it created. Existing topics are left as
+// retention.ms and max.message.bytes, and returns the names it created. Existing topics are left as
 // they are: whoever manages them decides their settings. Another replica
 // creating the same topic at the same moment is not an error.
 func EnsureTopics(admin TopicAdmin, specs []TopicSpec) ([]string, error) {
@@ -48,10 +49,11 @@ func EnsureTopics(admin TopicAdmin, specs []TopicSpec) ([]string, error) {
 			continue
 		}
 		retention := strconv.FormatInt(s.Retention.Milliseconds(), 10)
+		maxBytes := strconv.Itoa(s.MaxMessageBytes)
 		detail := &sarama.TopicDetail{
 			NumPartitions:     s.Partitions,
 			ReplicationFactor: s.ReplicationFactor,
-			ConfigEntries:     map[string]*string{"retention.ms": &retention},
+			ConfigEntries:     map[string]*string{"retention.ms": &retention, "max.message.bytes": &maxBytes},
 		}
 		err := admin.CreateTopic(s.Name, detail, false)
 		if errors.Is(err, sarama.ErrTopicAlreadyExists) {

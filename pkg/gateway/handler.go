@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/acmecrm/integration-service/pkg/acmecrm"
+	"github.com/acmecrm/integration-service/pkg/record"
+	"github.com/acmecrm/integration-service/pkg/webhook"
+)
+
+// Enqueuer durably enqueues one record: it returns nil only once Kafka has
+// acknowledged it.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error
+}
+
+// Verifier authenticates a webhook's raw body with its headers.
+type Verifier interface {
+	Verify(h http.Header, body []byte) error
+}
+
+// Handler receives AcmeCRM webhooks: it authenticates, validates and
+// enqueues each, and answers 202 only after Kafka acknowledged the record.
+type Handler struct {
+	Verifier       Verifier
+	Enqueuer       Enqueuer
+	Topic          string
+	MaxBodyBytes   int64
+	EnqueueTimeout time.Duration
+	RetryAfter     time.Duration
+	Metrics        *Metrics
+	Now            func() time.Time
+}
+
+// The machine-readable error codes of the JSON error bodies.
+const (
+	CodeMethodNotAllowed     = "method_not_allowed"
+	CodeUnsupportedMediaType = "unsupported_media_type"
+	CodePayloadTooLarge      = "payload_too_large"
+	CodeUnreadableBody       = "unreadable_body"
+	CodeInvalidSignature     = "invalid_signature"
+	CodeInvalidJSON          = "invalid_json"
+	CodeInvalidEvent         = "invalid_event"
+	CodeKafkaUnavailable     = "kafka_unavailable"
+	CodeNotFound             = "not_found"
+)
+
+// ErrorBody is the JSON body of every failure.
+type ErrorBody struct {
+	Error    string   `json:"error"`
+	Message  string   `json:"message"`
+	Problems []string `json:"problems,omitempty"`
+}
+
+// AcceptedBody is the JSON body of a 202.
+type AcceptedBody struct {
+	Status  string `json:"status"`
+	EventID string `json:"event_id"`
+}
+
+// Serve handles one request on the webhook path, whatever its method.
+func (h *Handler) Serve(c echo.Context) error {
+	req := c.Request()
+	if req.Method != http.MethodPost {
+		c.Response().Header().Set("Allow", http.MethodPost)
+		return fail(c, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "webhooks are sent with POST", nil)
+	}
+	if !isJSON(req.Header.Get(echo.HeaderContentType)) {
+		return fail(c, http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type must be application/json", nil)
+	}
+	tooLarge := "body exceeds " + strconv.FormatInt(h.MaxBodyBytes, 10) + " bytes"
+	if req.ContentLength > h.MaxBodyBytes {
+		return fail(c, http.StatusRequestEntityTooLarge, CodePayloadTooLarge, tooLarge, nil)
+	}
+	// Read at most one byte past the limit: never an unbounded read.
+	body, err := io.ReadAll(io.LimitReader(req.Body, h.MaxBodyBytes+1))
+	if err != nil {
+		return fail(c, http.StatusBadRequest, CodeUnreadableBody, "reading body: "+err.Error(), nil)
+	}
+	if int64(len(body)) > h.MaxBodyBytes {
+		return fail(c, http.StatusRequestEntityTooLarge, CodePayloadTooLarge, tooLarge, nil)
+	}
+	receivedAt := h.Now()
+
+	if err := h.Verifier.Verify(req.Header, body); err != nil {
+		h.Metrics.rejected(reasonOf(err))
+		return fail(c, http.StatusUnauthorized, CodeInvalidSignature, err.Error(), nil)
+	}
+	ev, err := acmecrm.Parse(body)
+	var invalid *acmecrm.ValidationError
+	switch {
+	case errors.As(err, &invalid):
+		c.Set(ctxEventID, ev.EventID)
+		return fail(c, http.StatusUnprocessableEntity, CodeInvalidEvent, "the event breaks the AcmeCRM event rules", invalid.Problems)
+	case err != nil:
+		return fail(c, http.StatusBadRequest, CodeInvalidJSON, err.Error(), nil)
+	}
+	c.Set(ctxEventID, ev.EventID)
+
+	msg := record.NewEventMessage(h.Topic, ev, body, req.Header.Get(webhook.HeaderID), receivedAt)
+	ctx, cancel := context.WithTimeout(req.Context(), h.EnqueueTimeout)
+	defer cancel()
+	start := time.Now()
+	err = h.Enqueuer.Enqueue(ctx, msg)
+	h.Metrics.enqueued(time.Since(start), err)
+	if err != nil {
+		c.Set(ctxError, err)
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(h.RetryAfter.Round(time.Second).Seconds())))
+		return fail(c, http.StatusServiceUnavailable, CodeKafkaUnavailable, "the event could not be enqueued; send it again", nil)
+	}
+	return c.JSON(http.StatusAccepted, AcceptedBody{Status: "accepted", EventID: ev.EventID})
+}
+
+// Context keys the access log reads.
+const (
+	ctxEventID = "event_id"
+	ctxError   = "error"
+	ctxReason  = "reason"
+)
+
+func fail(c echo.Context, status int, code, msg string, problems []string) error {
+	c.Set(ctxReason, code+": "+msg)
+	return c.JSON(status, ErrorBody{Error: code, Message: msg, Problems: problems})
+}
+
+// isJSON accepts application/json and any application/*+json, with parameters.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// reasonOf labels a verification failure for the metrics.
+func reasonOf(err error) string {
+	switch {
+	case errors.Is(err, webhook.ErrMissingHeader):
+		return "missing_header"
+	case errors.Is(err, webhook.ErrInvalidTimestamp):
+		return "invalid_timestamp"
+	case errors.Is(err, webhook.ErrTimestampTolerance):
+		return "timestamp_tolerance"
+	default:
+		return "signature_mismatch"
+	}
+}
+
+// ErrorHandler renders echo's own errors (unknown route, panics) as ErrorBody.
+func ErrorHandler(log zerolog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		status, code, msg := http.StatusInternalServerError, "internal_error", "internal error"
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			status = he.Code
+			msg = http.StatusText(status)
+			code = strings.ReplaceAll(strings.ToLower(msg), " ", "_")
+		} else {
+			log.Error().Err(err).Str("path", c.Request().URL.Path).Msg("unhandled error")
+		}
+		if status == http.StatusNotFound {
+			code = CodeNotFound
+		}
+		c.Set(ctxReason, code)
+		if err := c.JSON(status, ErrorBody{Error: code, Message: msg}); err != nil {
+			log.Error().Err(err).Msg("writing error response")
+		}
+	}
+}

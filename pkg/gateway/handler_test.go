@@ -1,0 +1,308 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/acmecrm/integration-service/pkg/record"
+	"github.com/acmecrm/integration-service/pkg/webhook"
+)
+
+const (
+	testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	testPath   = "/webhooks/acmecrm"
+	maxBody    = 4096
+)
+
+// fakeEnqueuer records what it is given; err makes it refuse, block makes
+// it wait for the context to end (Kafka not answering).
+type fakeEnqueuer struct {
+	mu    sync.Mutex
+	msgs  []*sarama.ProducerMessage
+	err   error
+	block bool
+}
+
+func (f *fakeEnqueuer) Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error {
+	if f.block {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if f.err != nil {
+		return f.err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.msgs = append(f.msgs, msg)
+	return nil
+}
+
+func newTestServer(t *testing.T, enq Enqueuer) *httptest.Server {
+	t.Helper()
+	v, err := webhook.NewVerifier([]string{testSecret}, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	h := &Handler{
+		Verifier: v, Enqueuer: enq, Topic: "contact-events", MaxBodyBytes: maxBody,
+		EnqueueTimeout: 50 * time.Millisecond, RetryAfter: 5 * time.Second,
+		Metrics: NewMetrics(reg), Now: time.Now,
+	}
+	srv := httptest.NewServer(newEcho(h, testPath, func() error { return nil }, reg, zerolog.Nop()))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+const validBody = `{"event_type":"contact.created","event_id":"evt_12345","timestamp":"2025-05-17T17:06:39-07:00","data":{"contact_id":"1234","acme_first_name":"John","acme_last_name":"Doe","acme_email":"john.doe@example.com","acme_phone":"555-123-4567"}}`
+
+// signed returns a request signed with testSecret at ts.
+func signed(t *testing.T, method, body string, ts time.Time) *http.Request {
+	t.Helper()
+	key, _ := webhook.DecodeSecret(testSecret)
+	req, err := http.NewRequest(method, testPath, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(webhook.HeaderID, "msg_1")
+	req.Header.Set(webhook.HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
+	req.Header.Set(webhook.HeaderSignature, webhook.Sign(key, "msg_1", ts.Unix(), []byte(body)))
+	return req
+}
+
+// padded returns a valid event body of exactly n bytes.
+func padded(n int) string {
+	base := `{"event_type":"contact.updated","event_id":"evt_pad","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"9"},"pad":""}`
+	return strings.Replace(base, `"pad":""`, `"pad":"`+strings.Repeat("x", n-len(base))+`"`, 1)
+}
+
+type statusCase struct {
+	name       string
+	req        func(t *testing.T) *http.Request
+	enq        *fakeEnqueuer
+	wantStatus int
+	wantError  string // the error code of the JSON body
+}
+
+func statusCases() []statusCase {
+	now := time.Now()
+	with := func(method, body string, edit func(r *http.Request)) func(t *testing.T) *http.Request {
+		return func(t *testing.T) *http.Request {
+			r := signed(t, method, body, now)
+			if edit != nil {
+				edit(r)
+			}
+			return r
+		}
+	}
+	return []statusCase{
+		{"valid created", with("POST", validBody, nil), nil, 202, ""},
+		{"valid updated, unknown fields kept", with("POST", `{"event_type":"contact.updated","event_id":"e2","timestamp":"2025-05-17T17:06:39Z","extra":{"a":1},"data":{"contact_id":"1","acme_tags":["x"]}}`, nil), nil, 202, ""},
+		{"valid deleted", with("POST", `{"event_type":"contact.deleted","event_id":"e3","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 202, ""},
+		{"JSON with charset", with("POST", validBody, func(r *http.Request) { r.Header.Set("Content-Type", "application/json; charset=utf-8") }), nil, 202, ""},
+		{"body exactly at the limit", with("POST", padded(maxBody), nil), nil, 202, ""},
+		{"GET", with("GET", "", nil), nil, 405, CodeMethodNotAllowed},
+		{"PUT", with("PUT", validBody, nil), nil, 405, CodeMethodNotAllowed},
+		{"text/plain", with("POST", validBody, func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }), nil, 415, CodeUnsupportedMediaType},
+		{"no Content-Type", with("POST", validBody, func(r *http.Request) { r.Header.Del("Content-Type") }), nil, 415, CodeUnsupportedMediaType},
+		{"form", with("POST", "a=b", func(r *http.Request) { r.Header.Set("Content-Type", "application/x-www-form-urlencoded") }), nil, 415, CodeUnsupportedMediaType},
+		{"body one byte over the limit", with("POST", padded(maxBody+1), nil), nil, 413, CodePayloadTooLarge},
+		{"body over the limit without Content-Length", with("POST", padded(maxBody+100), func(r *http.Request) {
+			r.ContentLength = -1
+			r.Body = io.NopCloser(strings.NewReader(padded(maxBody + 100)))
+		}), nil, 413, CodePayloadTooLarge},
+		{"missing signature", with("POST", validBody, func(r *http.Request) { r.Header.Del(webhook.HeaderSignature) }), nil, 401, CodeInvalidSignature},
+		{"wrong signature", with("POST", validBody, func(r *http.Request) { r.Header.Set(webhook.HeaderSignature, "v1,AAAA") }), nil, 401, CodeInvalidSignature},
+		{"old timestamp", func(t *testing.T) *http.Request { return signed(t, "POST", validBody, now.Add(-10*time.Minute)) }, nil, 401, CodeInvalidSignature},
+		{"not JSON", with("POST", "hello", nil), nil, 400, CodeInvalidJSON},
+		{"JSON array", with("POST", `[1,2]`, nil), nil, 400, CodeInvalidJSON},
+		{"missing event_id", with("POST", `{"event_type":"contact.created","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 422, CodeInvalidEvent},
+		{"unknown event_type", with("POST", `{"event_type":"contact.merged","event_id":"e","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 422, CodeInvalidEvent},
+		{"bad timestamp", with("POST", `{"event_type":"contact.created","event_id":"e","timestamp":"yesterday","data":{"contact_id":"1"}}`, nil), nil, 422, CodeInvalidEvent},
+		{"Kafka refuses", with("POST", validBody, nil), &fakeEnqueuer{err: sarama.ErrNotEnoughReplicas}, 503, CodeKafkaUnavailable},
+		{"Kafka does not answer in time", with("POST", validBody, nil), &fakeEnqueuer{block: true}, 503, CodeKafkaUnavailable},
+	}
+}
+
+func TestStatusTable(t *testing.T) {
+	for _, tt := range statusCases() {
+		t.Run(tt.name, func(t *testing.T) {
+			enq := tt.enq
+			if enq == nil {
+				enq = &fakeEnqueuer{}
+			}
+			srv := newTestServer(t, enq)
+			req := tt.req(t)
+			req.URL.Scheme, req.URL.Host, req.RequestURI = "http", strings.TrimPrefix(srv.URL, "http://"), ""
+			var sent []byte
+			if req.Body != nil {
+				sent, _ = io.ReadAll(req.Body)
+				req.Body = io.NopCloser(bytes.NewReader(sent))
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("got %d, want %d", resp.StatusCode, tt.wantStatus)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("Content-Type %q, want JSON", ct)
+			}
+			if tt.wantStatus == 202 {
+				var got AcceptedBody
+				if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || got.Status != "accepted" || got.EventID == "" {
+					t.Errorf("body %+v, %v; want status accepted with the event id", got, err)
+				}
+				if len(enq.msgs) != 1 {
+					t.Fatalf("enqueued %d records, want 1", len(enq.msgs))
+				}
+				if v, _ := enq.msgs[0].Value.Encode(); !bytes.Equal(v, sent) {
+					t.Errorf("record value differs from the body:\n got %s\nwant %s", v, sent)
+				}
+				return
+			}
+			var got ErrorBody
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatalf("error body: %v", err)
+			}
+			if got.Error != tt.wantError || got.Message == "" {
+				t.Errorf("got error %q (%q), want %q", got.Error, got.Message, tt.wantError)
+			}
+			if len(enq.msgs) != 0 {
+				t.Errorf("enqueued %d records for a %d, want none", len(enq.msgs), tt.wantStatus)
+			}
+			switch tt.wantStatus {
+			case 405:
+				if resp.Header.Get("Allow") != "POST" {
+					t.Errorf("Allow %q, want POST", resp.Header.Get("Allow"))
+				}
+			case 503:
+				if resp.Header.Get("Retry-After") != "5" {
+					t.Errorf("Retry-After %q, want 5", resp.Header.Get("Retry-After"))
+				}
+			case 422:
+				if len(got.Problems) == 0 {
+					t.Error("422 without problems")
+				}
+			}
+		})
+	}
+}
+
+func TestRecordFormat(t *testing.T) {
+	enq := &fakeEnqueuer{}
+	srv := newTestServer(t, enq)
+	req := signed(t, "POST", validBody, time.Now())
+	req.URL.Scheme, req.URL.Host, req.RequestURI = "http", strings.TrimPrefix(srv.URL, "http://"), ""
+	before := time.Now().UTC()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 202 || len(enq.msgs) != 1 {
+		t.Fatalf("got %d and %d records, want 202 and 1", resp.StatusCode, len(enq.msgs))
+	}
+	m := enq.msgs[0]
+	if m.Topic != "contact-events" {
+		t.Errorf("topic %q", m.Topic)
+	}
+	if k, _ := m.Key.Encode(); string(k) != "1234" {
+		t.Errorf("key %q, want the contact id 1234", k)
+	}
+	got := map[string]string{}
+	for _, h := range m.Headers {
+		got[string(h.Key)] = string(h.Value)
+	}
+	receivedAt, err := time.Parse(time.RFC3339Nano, got[record.HeaderReceivedAt])
+	if err != nil || receivedAt.Before(before.Add(-time.Second)) || receivedAt.After(time.Now().Add(time.Second)) {
+		t.Errorf("received_at %q is not the gateway's clock now (%v)", got[record.HeaderReceivedAt], err)
+	}
+	delete(got, record.HeaderReceivedAt)
+	want := map[string]string{
+		"ce_specversion": "1.0", "ce_id": "evt_12345", "ce_source": "acmecrm", "ce_type": "contact.created",
+		"ce_time": "2025-05-17T17:06:39-07:00", "content-type": "application/json", "webhook_id": "msg_1",
+	}
+	if len(got) != len(want) {
+		t.Errorf("headers %v, want %v plus received_at", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("header %s = %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+// Every status the webhook handler answers is documented in docs/openapi.yaml
+// for the webhook path, and every documented status is one it answers.
+func TestOpenAPIDocumentsEveryStatus(t *testing.T) {
+	seen := map[string]bool{}
+	for _, tt := range statusCases() {
+		seen[strconv.Itoa(tt.wantStatus)] = true
+	}
+	seen["400"] = true // also unreadable_body, which needs a broken connection to provoke
+	raw, err := os.ReadFile("../../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Responses map[string]any `yaml:"responses"`
+		} `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for code := range doc.Paths[testPath]["post"].Responses {
+		documented[code] = true
+	}
+	var missing, extra []string
+	for code := range seen {
+		if !documented[code] {
+			missing = append(missing, code)
+		}
+	}
+	for code := range documented {
+		if !seen[code] {
+			extra = append(extra, code)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing) > 0 || len(extra) > 0 {
+		t.Errorf("docs/openapi.yaml: undocumented statuses %v, documented but never answered %v", missing, extra)
+	}
+}
+
+func TestUnknownRouteIsJSON(t *testing.T) {
+	srv := newTestServer(t, &fakeEnqueuer{})
+	resp, err := http.Get(srv.URL + "/nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got ErrorBody
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 404 || got.Error != CodeNotFound {
+		t.Errorf("got %d %+v (%v), want 404 not_found", resp.StatusCode, got, err)
+	}
+}

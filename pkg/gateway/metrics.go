@@ -1,0 +1,107 @@
+package gateway
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// Metrics are the gateway's Prometheus metrics.
+type Metrics struct {
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	inFlight       prometheus.Gauge
+	enqueue        *prometheus.HistogramVec
+	producerErrors prometheus.Counter
+	rejections     *prometheus.CounterVec
+}
+
+// NewMetrics registers the gateway's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_http_requests_total", Help: "HTTP requests by route, method and status.",
+		}, []string{"route", "method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gateway_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_http_requests_in_flight", Help: "HTTP requests being served.",
+		}),
+		enqueue: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gateway_enqueue_duration_seconds", Help: "Time from handing a record to the producer to Kafka's acks=all answer, by outcome.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"outcome"}),
+		producerErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_producer_errors_total", Help: "Records Kafka did not acknowledge in time or refused (answered 503).",
+		}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_webhook_auth_failures_total", Help: "Webhooks rejected with 401, by reason.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.inFlight, m.enqueue, m.producerErrors, m.rejections)
+	return m
+}
+
+func (m *Metrics) enqueued(d time.Duration, err error) {
+	outcome := "acked"
+	if err != nil {
+		outcome = "failed"
+		m.producerErrors.Inc()
+	}
+	m.enqueue.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+func (m *Metrics) rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
+
+// Observe is middleware that counts and times every request and writes one
+// access-log line with the request id and, once known, the event id.
+func (m *Metrics) Observe(log zerolog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			m.inFlight.Inc()
+			defer m.inFlight.Dec()
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				c.Error(err) // render it now so the status below is the one sent
+			}
+			route := c.Path()
+			if route == "" {
+				route = "unmatched"
+			}
+			status := c.Response().Status
+			elapsed := time.Since(start)
+			m.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(status)).Inc()
+			m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+
+			if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+				return nil // probes and scrapes would drown the log
+			}
+			ev := log.Info()
+			if status >= 500 {
+				ev = log.Error()
+			} else if status >= 400 {
+				ev = log.Warn()
+			}
+			ev = ev.Str("request_id", c.Response().Header().Get(echo.HeaderXRequestID)).
+				Str("method", c.Request().Method).Str("path", c.Request().URL.Path).
+				Int("status", status).Dur("latency", elapsed).Str("remote", c.RealIP())
+			if id, ok := c.Get(ctxEventID).(string); ok && id != "" {
+				ev = ev.Str("event_id", id)
+			}
+			if reason, ok := c.Get(ctxReason).(string); ok {
+				ev = ev.Str("reason", reason)
+			}
+			if e, ok := c.Get(ctxError).(error); ok {
+				ev = ev.AnErr("kafka_error", e)
+			}
+			ev.Msg("request")
+			return nil
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/IBM/sarama"
+)
+
+// ErrProducerClosed is returned by Enqueue after Close.
+var ErrProducerClosed = errors.New("producer closed")
+
+// Producer enqueues records through one sarama AsyncProducer shared by all
+// requests, so concurrent requests are batched into shared produce requests,
+// and tells each caller when its own record was acknowledged.
+type Producer struct {
+	ap     sarama.AsyncProducer
+	mu     sync.RWMutex // held for reading while sending to Input, so Close never races a send
+	closed bool
+	done   chan struct{}
+}
+
+// NewProducer wraps ap, whose config must have Return.Successes and
+// Return.Errors set.
+func NewProducer(ap sarama.AsyncProducer) *Producer {
+	p := &Producer{ap: ap, done: make(chan struct{})}
+	go p.dispatch()
+	return p
+}
+
+// dispatch hands each acknowledgement or failure to the request waiting for it.
+func (p *Producer) dispatch() {
+	defer close(p.done)
+	successes, failures := p.ap.Successes(), p.ap.Errors()
+	for successes != nil || failures != nil {
+		select {
+		case m, ok := <-successes:
+			if !ok {
+				successes = nil
+				continue
+			}
+			m.Metadata.(chan error) <- nil
+		case pe, ok := <-failures:
+			if !ok {
+				failures = nil
+				continue
+			}
+			pe.Msg.Metadata.(chan error) <- pe.Err
+		}
+	}
+}
+
+// Enqueue sends msg and waits until Kafka acknowledged it (nil), refused it,
+// or ctx ended. A record whose wait ended with ctx may still be written
+// later: the sender, told to retry, may then deliver it twice, which
+// downstream idempotency absorbs.
+func (p *Producer) Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error {
+	result := make(chan error, 1) // buffered: dispatch never blocks on a caller that gave up
+	msg.Metadata = result
+	if err := p.send(ctx, msg); err != nil {
+		return err
+	}
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Producer) send(ctx context.Context, msg *sarama.ProducerMessage) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrProducerClosed
+	}
+	select {
+	case p.ap.Input() <- msg:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close flushes what is buffered, waits until every acknowledgement or
+// failure has reached its caller, and closes the producer. (sarama's own
+// Close would drain the result channels itself, leaving callers waiting.)
+func (p *Producer) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.ap.AsyncClose()
+	<-p.done
+}
