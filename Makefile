@@ -17,8 +17,17 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: run
-run: build ## Bring up Kafka, the gateway, the worker and what they need, in the foreground; Ctrl-C stops all.
+run: build standin ## Bring up Kafka, the Contacts API stand-in, the gateway and the worker in the foreground, and send a sample event; Ctrl-C stops all.
 	scripts/run.sh
+
+.PHONY: demo
+demo: ## While `make run` runs: send created/updated/deleted events and one the stand-in rejects; show the results.
+	scripts/demo.sh
+
+.PHONY: standin
+standin: ## Build the local Contacts API stand-in (tests/standin) into bin/.
+	@mkdir -p bin
+	$(GO) build -o bin/contacts-standin ./tests/standin/contacts-standin
 
 .PHONY: test
 test: ## Everything: gofmt, go vet, and all tests with -race, end-to-end on a real Kafka broker.

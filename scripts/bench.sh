@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make bench: measures the gateway on the local broker, with Kafka's own
-# producer perf tool as the reference point in the same run.
+# make bench: measures the gateway and the worker on the local broker, with
+# Kafka's own producer and consumer perf tools as the reference points in the
+# same run.
 #
 # Each measurement is repeated RUNS times (default 5) and the median is
 # reported beside min and max: this machine is shared and noisy, so one run
@@ -76,6 +77,21 @@ for i in $(seq 1 "$runs"); do
   thr_ref+=("$(tail -1 "$out/load-ref-$i.txt" | sed -E 's/.* records sent, ([0-9.]+) records\/sec.*/\1/')")
 done
 
+# The worker: Go benchmarks in tests/e2e on the same broker (gateway, worker
+# and the Contacts API stand-in in one process), and Kafka's own consumer
+# reading the same number of records as the reference.
+kill -TERM $gw 2>/dev/null; wait $gw 2>/dev/null || true
+go test -run '^$' -bench BenchmarkEventEndToEnd -benchtime 200x -count "$runs" ./tests/e2e/ 2>/dev/null | grep '^Benchmark' >"$out/e2e.txt"
+e2e=($(awk '{printf "%.3f\n", $3/1e6}' "$out/e2e.txt"))
+go test -run '^$' -bench BenchmarkWorkerThroughput -benchtime 1x -count "$runs" ./tests/e2e/ 2>/dev/null | grep '^Benchmark' >"$out/worker.txt"
+wthr=($(awk '{for (i=1;i<=NF;i++) if ($i=="events/s") print $(i-1)}' "$out/worker.txt"))
+cthr=()
+for i in $(seq 1 "$runs"); do
+  kafka_tool org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$brokers" --topic "$ref_topic" --messages 20000 \
+    --group "bench-ref-$stamp-$i" >"$out/consumer-ref-$i.txt" 2>/dev/null
+  cthr+=("$(tail -1 "$out/consumer-ref-$i.txt" | awk -F', *' '{print $6}')")
+done
+
 row() { # name unit values...
   local name=$1 unit=$2; shift 2
   printf '| %s | %s %s | %s | %s |\n' "$name" "$(printf '%s\n' "$@" | median)" "$unit" "$(printf '%s\n' "$@" | minmax)" "$*"
@@ -92,4 +108,7 @@ row() { # name unit values...
   row "gateway: 64 concurrent senders, requests/s (hey, 20,000 requests)" "req/s" "${thr[@]}"
   row "gateway: 64 concurrent senders, p99 latency" ms "${p99[@]}"
   row "reference: Kafka ProducerPerformance flat out, records/s (200,000 records)" "rec/s" "${thr_ref[@]}"
+  row "end to end: one webhook at a time, 202 and applied by the worker (BenchmarkEventEndToEnd, 200 events)" ms "${e2e[@]}"
+  row "worker: one member, instant Contacts API stand-in, 20,000-event backlog, 6 partitions (BenchmarkWorkerThroughput)" "events/s" "${wthr[@]}"
+  row "reference: Kafka ConsumerPerformance, 20,000 records" "rec/s" "${cthr[@]}"
 } | tee "$out/results.md"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make run: the whole pipeline on this machine, in the foreground.
-# Brings up the local Kafka broker (if not already up), webhook-gateway and
-# contact-worker, waits until each is ready, and prefixes their logs.
+# Brings up the local Kafka broker (if not already up), the local stand-in
+# for the Contacts API, webhook-gateway and contact-worker, waits until each
+# is ready, prefixes their logs, and sends one signed sample event through.
 # Ctrl-C stops everything it started.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,7 +15,9 @@ export GATEWAY_LISTEN_ADDR=${GATEWAY_LISTEN_ADDR:-127.0.0.1:8080}
 # A development secret, for this machine only (see README "Sending a webhook").
 export GATEWAY_WEBHOOK_SECRETS=${GATEWAY_WEBHOOK_SECRETS:-whsec_YWNtZS1sb2NhbC1kZXYtc2VjcmV0LW5vdC1mb3ItcHJvZA==}
 export WORKER_HTTP_ADDR=${WORKER_HTTP_ADDR:-127.0.0.1:9090}
-export WORKER_CONTACTS_API_URL=${WORKER_CONTACTS_API_URL:-http://127.0.0.1:8090}
+export STANDIN_ADDR=${STANDIN_ADDR:-127.0.0.1:8090}
+export WORKER_CONTACTS_API_URL=${WORKER_CONTACTS_API_URL:-http://$STANDIN_ADDR}
+export WORKER_CONTACTS_API_TOKEN=${WORKER_CONTACTS_API_TOKEN:-local-dev-token}
 
 started_kafka=0
 pids=()
@@ -47,13 +50,29 @@ wait_ready() { # name url
   return 1
 }
 
+# The stand-in always rejects contact "reject-me" with 422, to show the DLQ.
+start standin bin/contacts-standin --addr "$STANDIN_ADDR" --token "$WORKER_CONTACTS_API_TOKEN" --reject reject-me=422
 start gateway bin/webhook-gateway
 start worker bin/contact-worker
 wait_ready webhook-gateway "http://$GATEWAY_LISTEN_ADDR/readyz"
 wait_ready contact-worker "http://$WORKER_HTTP_ADDR/readyz"
 
+# Show an event flowing: signed webhook -> gateway -> Kafka -> worker -> Contacts API.
+contact="run-$(date +%s)"
+echo "run: sending a signed contact.created webhook for contact $contact" >&2
+GATEWAY_URL="http://$GATEWAY_LISTEN_ADDR/webhooks/acmecrm" scripts/send-webhook.sh created "$contact" >&2
+for _ in $(seq 1 100); do
+  if body=$(curl -fsS "http://$STANDIN_ADDR/contacts/$contact" 2>/dev/null); then
+    echo "run: the Contacts API stand-in now holds: $body" >&2
+    break
+  fi
+  sleep 0.1
+done
+
 cat >&2 <<MSG
-run: Kafka on $KAFKA_BROKERS, webhook-gateway on http://$GATEWAY_LISTEN_ADDR, contact-worker on http://$WORKER_HTTP_ADDR
+run: Kafka on $KAFKA_BROKERS, webhook-gateway on http://$GATEWAY_LISTEN_ADDR,
+run: contact-worker on http://$WORKER_HTTP_ADDR (health, metrics), Contacts API stand-in on http://$STANDIN_ADDR
+run: try: make demo   |   scripts/send-webhook.sh updated $contact   |   curl http://$STANDIN_ADDR/contacts/$contact
 run: Ctrl-C stops everything.
 MSG
 wait

@@ -18,8 +18,9 @@ if [ "${1:-}" = "-" ]; then
 else
   type=contact.${1:-created}
   contact=${2:-1234}
-  body=$(printf '{"event_type":"%s","event_id":"evt_%s","timestamp":"%s","data":{"contact_id":"%s","acme_first_name":"John","acme_last_name":"Doe","acme_email":"john.doe@example.com","acme_phone":"555-123-4567"}}' \
-    "$type" "$(date +%s%N)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$contact")
+  first=John; [ "$type" = contact.updated ] && first=Johnny
+  body=$(printf '{"event_type":"%s","event_id":"evt_%s","timestamp":"%s","data":{"contact_id":"%s","acme_first_name":"%s","acme_last_name":"Doe","acme_email":"john.doe@example.com","acme_phone":"555-123-4567"}}' \
+    "$type" "$(date +%s%N)" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$contact" "$first")
 fi
 
 id="msg_$(date +%s%N)"

@@ -23,6 +23,8 @@ type WorkerFleet struct {
 	ContactsAPIURL string `mapstructure:"contacts_api_url"`
 	// ContactsAPIToken is the bearer token sent to the Contacts API (optional).
 	ContactsAPIToken string `mapstructure:"contacts_api_token"`
+	// ContactsAPITimeout bounds one call to the Contacts API.
+	ContactsAPITimeout time.Duration `mapstructure:"contacts_api_timeout"`
 	// Retry is the backoff of transient Contacts API failures.
 	Retry Retry `mapstructure:"retry"`
 	// HTTPAddr serves /healthz, /readyz and /metrics.
@@ -51,6 +53,7 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.group_id", Kind: String, Usage: "consumer group id of the fleet"},
 	Setting{Key: "worker.contacts_api_url", Kind: String, Usage: "base URL of the Contacts API (required)"},
 	Setting{Key: "worker.contacts_api_token", Kind: String, Usage: "bearer token for the Contacts API"},
+	Setting{Key: "worker.contacts_api_timeout", Kind: Duration, Usage: "timeout of one Contacts API call"},
 	Setting{Key: "worker.retry.initial_interval", Kind: Duration, Usage: "first wait before retrying a transient failure"},
 	Setting{Key: "worker.retry.multiplier", Kind: Float, Usage: "growth of the wait after each attempt (1 or more)"},
 	Setting{Key: "worker.retry.max_interval", Kind: Duration, Usage: "longest single wait between attempts"},
@@ -98,7 +101,8 @@ func (c Worker) validate() error {
 		return ss.Invalid("worker.retry.max_interval", "%v is shorter than the initial interval %v", w.Retry.MaxInterval, w.Retry.InitialInterval)
 	}
 	return positive(ss, map[string]time.Duration{
-		"worker.shutdown_timeout": w.ShutdownTimeout, "worker.retry.initial_interval": w.Retry.InitialInterval,
-		"worker.retry.max_interval": w.Retry.MaxInterval, "worker.retry.max_elapsed_time": w.Retry.MaxElapsedTime,
+		"worker.shutdown_timeout": w.ShutdownTimeout, "worker.contacts_api_timeout": w.ContactsAPITimeout,
+		"worker.retry.initial_interval": w.Retry.InitialInterval,
+		"worker.retry.max_interval":     w.Retry.MaxInterval, "worker.retry.max_elapsed_time": w.Retry.MaxElapsedTime,
 	})
 }

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -58,6 +59,27 @@ func NewProducerConfig(c config.Kafka) (*sarama.Config, error) {
 	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka producer config: %w", err)
+	}
+	return sc, nil
+}
+
+// NewConsumerConfig returns the configuration of a consumer-group member:
+// a new group starts at the oldest record (nothing published before the
+// first worker started is missed); offsets are committed only as marked,
+// every second and when a session ends; partitions are assigned with the
+// sticky strategy, so a rebalance moves as few partitions as it can.
+func NewConsumerConfig(c config.Kafka) (*sarama.Config, error) {
+	sc, err := NewConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	sc.Consumer.Offsets.AutoCommit.Enable = true
+	sc.Consumer.Offsets.AutoCommit.Interval = time.Second
+	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	sc.Consumer.Return.Errors = true
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka consumer config: %w", err)
 	}
 	return sc, nil
 }

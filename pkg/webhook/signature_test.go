@@ -80,8 +80,16 @@ func TestVerify(t *testing.T) {
 		{"missing webhook-timestamp", func() http.Header { h := headers("msg_1", now, good); h.Del(HeaderTimestamp); return h }(), body, ErrMissingHeader},
 		{"timestamp too old", headers("msg_1", now.Add(-301*time.Second), refSign(t, secretA, "msg_1", now.Add(-301*time.Second), body)), body, ErrTimestampTolerance},
 		{"timestamp too far in the future", headers("msg_1", now.Add(301*time.Second), refSign(t, secretA, "msg_1", now.Add(301*time.Second), body)), body, ErrTimestampTolerance},
-		{"non-numeric timestamp", func() http.Header { h := headers("msg_1", now, good); h.Set(HeaderTimestamp, "2025-05-17T17:06:39Z"); return h }(), body, ErrInvalidTimestamp},
-		{"timestamp in milliseconds", func() http.Header { h := headers("msg_1", now, good); h.Set(HeaderTimestamp, strconv.FormatInt(now.UnixMilli(), 10)); return h }(), body, ErrTimestampTolerance},
+		{"non-numeric timestamp", func() http.Header {
+			h := headers("msg_1", now, good)
+			h.Set(HeaderTimestamp, "2025-05-17T17:06:39Z")
+			return h
+		}(), body, ErrInvalidTimestamp},
+		{"timestamp in milliseconds", func() http.Header {
+			h := headers("msg_1", now, good)
+			h.Set(HeaderTimestamp, strconv.FormatInt(now.UnixMilli(), 10))
+			return h
+		}(), body, ErrTimestampTolerance},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

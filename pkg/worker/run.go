@@ -2,12 +2,17 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/rs/zerolog"
 
 	"github.com/acmecrm/integration-service/pkg/config"
+	"github.com/acmecrm/integration-service/pkg/contacts"
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/logging"
 	"github.com/acmecrm/integration-service/pkg/ops"
@@ -29,38 +34,119 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 }
 
 func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
-	sc, err := kafka.NewProducerConfig(cfg.Kafka)
+	w := cfg.Worker
+	psc, err := kafka.NewProducerConfig(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	csc, err := kafka.NewConsumerConfig(cfg.Kafka)
 	if err != nil {
 		return err
 	}
 	reg := ops.NewRegistry()
-	probe := kafka.NewProbe(cfg.Kafka, sc)
+	metrics := NewMetrics(reg)
+	probe := kafka.NewProbe(cfg.Kafka, psc)
 	e := ops.NewEcho()
 	ops.Register(e, probe.Ready, reg)
-	w := cfg.Worker
-	srv := &http.Server{Addr: w.HTTPAddr, Handler: e, ReadHeaderTimeout: cfg.Kafka.DialTimeout}
+	srv := &http.Server{Addr: w.HTTPAddr, Handler: e, ReadHeaderTimeout: 5 * time.Second}
 	addr, errc, err := ops.Start(srv)
 	if err != nil {
 		return err
 	}
 	log.Info().Str("addr", addr.String()).Msg("listening")
+	defer ops.Shutdown(srv, w.ShutdownTimeout, log)
 
-	client, err := kafka.Start(ctx, cfg.Kafka, sc, log)
+	producerClient, err := kafka.Start(ctx, cfg.Kafka, psc, log)
 	if err != nil {
-		ops.Shutdown(srv, w.ShutdownTimeout, log)
 		if ctx.Err() != nil {
 			return nil // stopped while waiting for Kafka
 		}
 		return err
 	}
+	defer kafka.Close(producerClient, "producer client", log)
 	go probe.Run(ctx, cfg.Kafka.HealthInterval)
 
+	dlqProducer, err := sarama.NewSyncProducerFromClient(producerClient)
+	if err != nil {
+		return fmt.Errorf("creating dead-letter producer: %w", err)
+	}
+	defer kafka.Close(dlqProducer, "dead-letter producer", log)
+	group, err := sarama.NewConsumerGroup(cfg.Kafka.Brokers, w.GroupID, csc)
+	if err != nil {
+		return fmt.Errorf("joining consumer group %s: %w", w.GroupID, err)
+	}
+
+	handler := &groupHandler{
+		proc: &Processor{
+			Handlers: Handlers(contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout)),
+			Retrier:  NewRetrier(w.Retry),
+			DLQ:      &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Metrics: metrics, Log: log},
+			Group:    w.GroupID,
+			Metrics:  metrics,
+			Log:      log,
+			Now:      time.Now,
+		},
+		metrics: metrics,
+		log:     log,
+	}
+	consumed := make(chan error, 1)
+	go func() { consumed <- consume(ctx, group, cfg.Kafka.Topic, handler, log) }()
+	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).Msg("consuming")
+
+	consumeDone := false
 	select {
 	case <-ctx.Done():
-		log.Info().Msg("shutting down")
+		log.Info().Msg("shutting down: abandoning the in-flight events, committing, leaving the group")
 	case err = <-errc:
+	case err = <-consumed:
+		consumeDone = true
 	}
-	ops.Shutdown(srv, w.ShutdownTimeout, log)
-	kafka.Close(client, "kafka client", log)
+	// Ending ctx ends the session: in-flight events are abandoned uncommitted
+	// and Cleanup commits what is done. Close waits for that session, then
+	// leaves the group. All of it within the shutdown budget.
+	stopped := make(chan error, 1)
+	go func() {
+		cerr := group.Close()
+		if !consumeDone {
+			<-consumed
+		}
+		stopped <- cerr
+	}()
+	select {
+	case cerr := <-stopped:
+		if cerr != nil {
+			log.Error().Err(cerr).Msg("leaving the consumer group")
+		}
+	case <-time.After(w.ShutdownTimeout):
+		log.Error().Dur("budget", w.ShutdownTimeout).Msg("shutdown budget spent before the group was left")
+	}
+	log.Info().Msg("stopped")
 	return err
+}
+
+// consume runs consumer-group sessions until ctx ends: a rebalance ends a
+// session, and the loop joins the next one.
+func consume(ctx context.Context, group sarama.ConsumerGroup, topic string, h sarama.ConsumerGroupHandler, log zerolog.Logger) error {
+	go func() {
+		for err := range group.Errors() {
+			log.Error().Err(err).Msg("consumer group")
+		}
+	}()
+	for {
+		err := group.Consume(ctx, []string{topic}, h)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, sarama.ErrClosedConsumerGroup) {
+			return err
+		}
+		if err != nil {
+			log.Error().Err(err).Msg("consumer group session failed, rejoining")
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }

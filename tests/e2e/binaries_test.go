@@ -21,7 +21,7 @@ var (
 )
 
 // builtBinary compiles cmd/<name> once per test run and returns its path.
-func builtBinary(t *testing.T, name string) string {
+func builtBinary(t testing.TB, name string) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "acme-e2e-bin-")

@@ -18,13 +18,13 @@ import (
 // sender signs webhooks with the Standard Webhooks reference library: a
 // signer this project did not write, as AcmeCRM's would be.
 type sender struct {
-	t    *testing.T
+	t    testing.TB
 	url  string
 	wh   *standardwebhooks.Webhook
 	http *http.Client
 }
 
-func newSender(t *testing.T, gw *binary) *sender {
+func newSender(t testing.TB, gw *binary) *sender {
 	wh, err := standardwebhooks.NewWebhook(testSecret)
 	if err != nil {
 		t.Fatal(err)

@@ -47,11 +47,11 @@ var unsafeChars = regexp.MustCompile(`[^a-zA-Z0-9-]+`)
 
 // uniqueName returns a topic or group name no other test run uses, so tests
 // share the broker without seeing each other's records.
-func uniqueName(t *testing.T, what string) string {
+func uniqueName(t testing.TB, what string) string {
 	return fmt.Sprintf("e2e-%s-%s-%d", unsafeChars.ReplaceAllString(t.Name(), "-"), what, time.Now().UnixNano())
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +91,7 @@ type binary struct {
 
 // start runs a binary's Run with env (plus the test broker) until the test
 // ends or stop is called, and waits until its /readyz answers 200.
-func start(t *testing.T, name string, run func(context.Context, []string, func(string) string, *syncBuffer) error, addr string, env map[string]string) *binary {
+func start(t testing.TB, name string, run func(context.Context, []string, func(string) string, *syncBuffer) error, addr string, env map[string]string) *binary {
 	t.Helper()
 	full := map[string]string{"KAFKA_BROKERS": brokers, "LOG_LEVEL": "debug"}
 	for k, v := range env {
@@ -111,7 +111,7 @@ func start(t *testing.T, name string, run func(context.Context, []string, func(s
 }
 
 // stop cancels the binary's context (SIGTERM) and checks that it exits cleanly.
-func (b *binary) stop(t *testing.T) {
+func (b *binary) stop(t testing.TB) {
 	t.Helper()
 	b.once.Do(func() {
 		b.cancel()
@@ -126,7 +126,7 @@ func (b *binary) stop(t *testing.T) {
 	})
 }
 
-func startGateway(t *testing.T, env map[string]string) *binary {
+func startGateway(t testing.TB, env map[string]string) *binary {
 	t.Helper()
 	addr := freeAddr(t)
 	env = withDefault(env, "GATEWAY_LISTEN_ADDR", addr)
@@ -135,7 +135,7 @@ func startGateway(t *testing.T, env map[string]string) *binary {
 	}, env["GATEWAY_LISTEN_ADDR"], env)
 }
 
-func startWorker(t *testing.T, env map[string]string) *binary {
+func startWorker(t testing.TB, env map[string]string) *binary {
 	t.Helper()
 	addr := freeAddr(t)
 	env = withDefault(env, "WORKER_HTTP_ADDR", addr)
@@ -153,7 +153,7 @@ func withDefault(env map[string]string, key, val string) map[string]string {
 }
 
 // waitStatus polls url until it answers want, or fails the test.
-func waitStatus(t *testing.T, url string, want int, timeout time.Duration, b *binary) {
+func waitStatus(t testing.TB, url string, want int, timeout time.Duration, b *binary) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last string
@@ -181,7 +181,7 @@ func waitStatus(t *testing.T, url string, want int, timeout time.Duration, b *bi
 	t.Fatalf("%s did not answer %d within %v (last: %s)", url, want, timeout, last)
 }
 
-func newAdmin(t *testing.T) sarama.ClusterAdmin {
+func newAdmin(t testing.TB) sarama.ClusterAdmin {
 	t.Helper()
 	sc := sarama.NewConfig()
 	sc.Version = sarama.V3_9_0_0
@@ -194,7 +194,7 @@ func newAdmin(t *testing.T) sarama.ClusterAdmin {
 }
 
 // topicEnv returns settings that give a test its own topics and group.
-func topicEnv(t *testing.T) map[string]string {
+func topicEnv(t testing.TB) map[string]string {
 	return map[string]string{
 		"KAFKA_TOPIC":     uniqueName(t, "events"),
 		"KAFKA_DLQ_TOPIC": uniqueName(t, "dlq"),

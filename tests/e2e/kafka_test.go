@@ -11,7 +11,7 @@ import (
 	"github.com/IBM/sarama"
 )
 
-func newClient(t *testing.T, brokerList string) sarama.Client {
+func newClient(t testing.TB, brokerList string) sarama.Client {
 	t.Helper()
 	sc := sarama.NewConfig()
 	sc.Version = sarama.V3_9_0_0
@@ -26,7 +26,7 @@ func newClient(t *testing.T, brokerList string) sarama.Client {
 
 // readAll returns every record of topic, partition by partition, from the
 // oldest to the high-water mark as of the call: exactly what the topic holds.
-func readAll(t *testing.T, brokerList, topic string) []*sarama.ConsumerMessage {
+func readAll(t testing.TB, brokerList, topic string) []*sarama.ConsumerMessage {
 	t.Helper()
 	client := newClient(t, brokerList)
 	if err := client.RefreshMetadata(topic); err != nil {
@@ -90,7 +90,7 @@ type ownBroker struct {
 	addr string
 }
 
-func startOwnBroker(t *testing.T, port int) *ownBroker {
+func startOwnBroker(t testing.TB, port int) *ownBroker {
 	t.Helper()
 	b := &ownBroker{port: port, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	b.script(t, "reset") // fresh data: no state from an earlier run
@@ -99,7 +99,7 @@ func startOwnBroker(t *testing.T, port int) *ownBroker {
 	return b
 }
 
-func (b *ownBroker) script(t *testing.T, verb string) {
+func (b *ownBroker) script(t testing.TB, verb string) {
 	t.Helper()
 	cmd := exec.Command("../../scripts/kafka.sh", verb)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", b.port), "KAFKA_HEAP=384m")

@@ -1,0 +1,89 @@
+package contacts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client calls the Contacts API. It is safe for concurrent use and reuses
+// connections.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+	now   func() time.Time
+}
+
+// NewClient returns a client of the API at baseURL that sends token as a
+// bearer token (none when empty) and gives up on one call after timeout.
+func NewClient(baseURL, token string, timeout time.Duration) *Client {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 64
+	return &Client{
+		base:  strings.TrimRight(baseURL, "/"),
+		token: token,
+		http:  &http.Client{Timeout: timeout, Transport: transport},
+		now:   time.Now,
+	}
+}
+
+// Put creates or replaces the contact, once per idempotency key.
+func (c *Client) Put(ctx context.Context, contact Contact, idempotencyKey string) error {
+	body, err := json.Marshal(contact)
+	if err != nil {
+		return &PermanentError{Err: fmt.Errorf("encoding contact: %w", err)}
+	}
+	_, err = c.do(ctx, http.MethodPut, contact.AcmeContactID, idempotencyKey, body)
+	return err
+}
+
+// Delete deletes the contact; a contact that does not exist is already deleted.
+func (c *Client) Delete(ctx context.Context, contactID, idempotencyKey string) error {
+	status, err := c.do(ctx, http.MethodDelete, contactID, idempotencyKey, nil)
+	if status == http.StatusNotFound {
+		return nil
+	}
+	return err
+}
+
+// do makes one call and returns the status it got (0 for none) and a typed
+// error for anything but a 2xx.
+func (c *Client) do(ctx context.Context, method, contactID, idempotencyKey string, body []byte) (int, error) {
+	u := c.base + "/contacts/" + url.PathEscape(contactID)
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return 0, &PermanentError{Err: fmt.Errorf("building request: %w", err)}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Idempotency-Key", idempotencyKey)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err() // stopping: neither transient nor permanent
+		}
+		// Refused, reset, timed out: the network is worth another try.
+		return 0, &TransientError{Err: err}
+	}
+	defer resp.Body.Close()
+	// Read a bounded part of the body: enough for an error message, and the
+	// rest drained so the connection can be reused.
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp.StatusCode, nil
+	}
+	return resp.StatusCode, classify(resp, strings.TrimSpace(string(msg)), c.now())
+}

@@ -1,0 +1,38 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/acmecrm/integration-service/pkg/record"
+)
+
+// Publisher dead-letters records through a durable (acks=all, idempotent)
+// producer, retrying until Kafka acknowledges or ctx ends: an event is never
+// skipped because the dead-letter topic was briefly unavailable.
+type Publisher struct {
+	Producer sarama.SyncProducer
+	Topic    string
+	Metrics  *Metrics
+	Log      zerolog.Logger
+}
+
+// DeadLetter implements DeadLetterer.
+func (p *Publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 200 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	b.MaxElapsedTime = 0 // until it works or we stop
+	return backoff.RetryNotify(func() error {
+		// A fresh message each try: sarama keeps per-send state in it.
+		_, _, err := p.Producer.SendMessage(record.DeadLetterMessage(p.Topic, m, f))
+		return err
+	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		p.Metrics.dlqPublishFailures.Inc()
+		p.Log.Error().Err(err).Int32("partition", m.Partition).Int64("offset", m.Offset).Dur("retry_in", wait).Msg("dead-letter publish failed, retrying")
+	})
+}

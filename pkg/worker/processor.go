@@ -1,0 +1,123 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/rs/zerolog"
+
+	"github.com/acmecrm/integration-service/pkg/acmecrm"
+	"github.com/acmecrm/integration-service/pkg/contacts"
+	"github.com/acmecrm/integration-service/pkg/record"
+)
+
+// ContactsAPI is what the handlers need of the Contacts API.
+type ContactsAPI interface {
+	Put(ctx context.Context, c contacts.Contact, idempotencyKey string) error
+	Delete(ctx context.Context, contactID, idempotencyKey string) error
+}
+
+// HandlerFunc applies one parsed event.
+type HandlerFunc func(ctx context.Context, ev acmecrm.Event) error
+
+// Handlers dispatches each event type to the call that applies it, with the
+// event id as the idempotency key so a redelivered event changes nothing.
+func Handlers(api ContactsAPI) map[string]HandlerFunc {
+	put := func(ctx context.Context, ev acmecrm.Event) error {
+		return api.Put(ctx, contacts.FromEvent(ev), ev.EventID)
+	}
+	return map[string]HandlerFunc{
+		acmecrm.ContactCreated: put,
+		acmecrm.ContactUpdated: put,
+		acmecrm.ContactDeleted: func(ctx context.Context, ev acmecrm.Event) error {
+			return api.Delete(ctx, ev.Data.ContactID, ev.EventID)
+		},
+	}
+}
+
+// DeadLetterer publishes the dead-letter record of a failed event; it
+// returns nil once Kafka acknowledged it, or ctx's error.
+type DeadLetterer interface {
+	DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) error
+}
+
+// Outcome is what became of an event.
+type Outcome string
+
+// The outcomes of Process.
+const (
+	Applied      Outcome = "applied"
+	DeadLettered Outcome = "dead_lettered"
+	Abandoned    Outcome = "abandoned"
+)
+
+// Processor applies one event: parse, dispatch, retry transient failures,
+// dead-letter what cannot be applied.
+type Processor struct {
+	Handlers map[string]HandlerFunc
+	Retrier  *Retrier
+	DLQ      DeadLetterer
+	Group    string
+	Metrics  *Metrics
+	Log      zerolog.Logger
+	Now      func() time.Time
+}
+
+// Process returns Applied or DeadLettered when the event's offset may be
+// committed, and Abandoned when ctx ended first (shutdown or the partition
+// revoked): the event is then neither applied nor dead-lettered, and another
+// member will get it again.
+func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) Outcome {
+	ceID, _ := record.Header(m.Headers, record.HeaderID)
+	log := p.Log.With().Str("event_id", ceID).Int32("partition", m.Partition).Int64("offset", m.Offset).Logger()
+
+	ev, err := acmecrm.Parse(m.Value)
+	if err != nil {
+		return p.deadLetter(ctx, log, m, "", record.Failure{Err: fmt.Errorf("unparseable event: %w", err), Kind: record.KindInvalid})
+	}
+	handle, ok := p.Handlers[ev.EventType]
+	if !ok {
+		return p.deadLetter(ctx, log, m, ev.EventType, record.Failure{Err: fmt.Errorf("no handler for event type %q", ev.EventType), Kind: record.KindInvalid})
+	}
+
+	start := p.Now()
+	attempts, err := p.Retrier.Do(ctx, func(ctx context.Context) error { return handle(ctx, ev) },
+		func(attempt int, err error, wait time.Duration) {
+			p.Metrics.retries.WithLabelValues(ev.EventType).Inc()
+			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("transient failure, retrying")
+		})
+	p.Metrics.applyDuration.WithLabelValues(ev.EventType).Observe(p.Now().Sub(start).Seconds())
+	switch {
+	case err == nil:
+		p.Metrics.events.WithLabelValues(ev.EventType, string(Applied)).Inc()
+		log.Info().Str("event_type", ev.EventType).Int("attempts", attempts).Msg("applied")
+		return Applied
+	case ctx.Err() != nil:
+		p.Metrics.events.WithLabelValues(ev.EventType, string(Abandoned)).Inc()
+		log.Info().Int("attempts", attempts).Msg("abandoned: stopping or partition revoked; not committed")
+		return Abandoned
+	case errors.Is(err, ErrRetriesExhausted):
+		return p.deadLetter(ctx, log, m, ev.EventType, record.Failure{Err: err, Kind: record.KindTransient, Attempts: attempts})
+	default:
+		return p.deadLetter(ctx, log, m, ev.EventType, record.Failure{Err: err, Kind: record.KindPermanent, Attempts: attempts})
+	}
+}
+
+func (p *Processor) deadLetter(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, eventType string, f record.Failure) Outcome {
+	f.FailedAt, f.Group = p.Now(), p.Group
+	if eventType == "" {
+		eventType = "unknown"
+	}
+	if err := p.DLQ.DeadLetter(ctx, m, f); err != nil {
+		p.Metrics.events.WithLabelValues(eventType, string(Abandoned)).Inc()
+		log.Warn().Err(err).Msg("abandoned before the dead-letter record was acknowledged; not committed")
+		return Abandoned
+	}
+	p.Metrics.events.WithLabelValues(eventType, string(DeadLettered)).Inc()
+	p.Metrics.deadLettered.WithLabelValues(string(f.Kind)).Inc()
+	log.Error().Err(f.Err).Str("kind", string(f.Kind)).Int("attempts", f.Attempts).Msg("dead-lettered")
+	return DeadLettered
+}
