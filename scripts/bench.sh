@@ -31,7 +31,7 @@ KAFKA_BROKERS=$brokers KAFKA_TOPIC=$topic KAFKA_DLQ_TOPIC=$topic-dlq GATEWAY_LIS
   GATEWAY_WEBHOOK_SECRETS=$secret GATEWAY_TIMESTAMP_TOLERANCE=2h LOG_LEVEL=warn \
   bin/webhook-gateway >"$out/gateway.log" 2>&1 &
 gw=$!
-trap 'kill -TERM $gw 2>/dev/null; wait $gw 2>/dev/null || true' EXIT
+trap 'kill -TERM $gw 2>/dev/null || true; wait $gw 2>/dev/null || true' EXIT
 for _ in $(seq 1 120); do curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
 curl -fsS "http://$addr/readyz" >/dev/null
 
@@ -80,7 +80,7 @@ done
 # The worker: Go benchmarks in tests/e2e on the same broker (gateway, worker
 # and the Contacts API stand-in in one process), and Kafka's own consumer
 # reading the same number of records as the reference.
-kill -TERM $gw 2>/dev/null; wait $gw 2>/dev/null || true
+kill -TERM $gw 2>/dev/null || true; wait $gw 2>/dev/null || true
 go test -run '^$' -bench BenchmarkEventEndToEnd -benchtime 200x -count "$runs" ./tests/e2e/ 2>/dev/null | grep '^Benchmark' >"$out/e2e.txt"
 e2e=($(awk '{printf "%.3f\n", $3/1e6}' "$out/e2e.txt"))
 go test -run '^$' -bench BenchmarkWorkerThroughput -benchtime 1x -count "$runs" ./tests/e2e/ 2>/dev/null | grep '^Benchmark' >"$out/worker.txt"

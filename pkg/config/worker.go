@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net/url"
 	"time"
@@ -27,6 +29,8 @@ type WorkerFleet struct {
 	ContactsAPITimeout time.Duration `mapstructure:"contacts_api_timeout"`
 	// Retry is the backoff of transient Contacts API failures.
 	Retry Retry `mapstructure:"retry"`
+	// Replay holds the DLQ replay mode's settings.
+	Replay Replay `mapstructure:"replay"`
 	// HTTPAddr serves /healthz, /readyz and /metrics.
 	HTTPAddr string `mapstructure:"http_addr"`
 	// ShutdownTimeout bounds the stop on SIGTERM.
@@ -45,6 +49,31 @@ type Retry struct {
 	MaxElapsedTime time.Duration `mapstructure:"max_elapsed_time"`
 }
 
+// Replay selects and paces the dead-lettered records a replay republishes.
+type Replay struct {
+	// DLQ runs the binary in replay mode instead of consuming.
+	DLQ bool `mapstructure:"dlq"`
+	// GroupID is the consumer group that remembers the replay position.
+	GroupID string `mapstructure:"group_id"`
+	// FromBeginning ignores the remembered position.
+	FromBeginning bool `mapstructure:"from_beginning"`
+	// EventTypes, EventIDs and ErrorKinds keep only matching records (any, when empty).
+	EventTypes []string `mapstructure:"event_type"`
+	EventIDs   []string `mapstructure:"event_id"`
+	ErrorKinds []string `mapstructure:"error_kind"`
+	// Since and Until bound dlq_failed_at (RFC 3339; empty: unbounded).
+	Since string `mapstructure:"since"`
+	Until string `mapstructure:"until"`
+	// Limit caps the records replayed in one run (0: none).
+	Limit int `mapstructure:"limit"`
+	// DryRun prints what would be replayed and changes nothing.
+	DryRun bool `mapstructure:"dry_run"`
+	// MaxCount is the loop guard: records replayed this many times are held.
+	MaxCount int `mapstructure:"max_count"`
+	// Rate caps records replayed per second (0: none).
+	Rate float64 `mapstructure:"rate"`
+}
+
 // WorkerConfigFileEnv names a YAML file overriding the worker's defaults.
 const WorkerConfigFileEnv = "WORKER_CONFIG_FILE"
 
@@ -58,6 +87,18 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.retry.multiplier", Kind: Float, Usage: "growth of the wait after each attempt (1 or more)"},
 	Setting{Key: "worker.retry.max_interval", Kind: Duration, Usage: "longest single wait between attempts"},
 	Setting{Key: "worker.retry.max_elapsed_time", Kind: Duration, Usage: "retry budget of one event before it is dead-lettered"},
+	Setting{Key: "worker.replay.dlq", Kind: Bool, Usage: "replay dead-lettered events to the events topic, then exit"},
+	Setting{Key: "worker.replay.group_id", Kind: String, Usage: "consumer group remembering the replay position"},
+	Setting{Key: "worker.replay.from_beginning", Kind: Bool, Usage: "replay: ignore the remembered position, read the whole DLQ"},
+	Setting{Key: "worker.replay.event_type", Kind: StringList, Usage: "replay: only these event types (repeatable or comma-separated)"},
+	Setting{Key: "worker.replay.event_id", Kind: StringList, Usage: "replay: only these event ids (repeatable or comma-separated)"},
+	Setting{Key: "worker.replay.error_kind", Kind: StringList, Usage: "replay: only these kinds: transient, permanent, invalid"},
+	Setting{Key: "worker.replay.since", Kind: String, Usage: "replay: only records dead-lettered at or after this RFC 3339 time"},
+	Setting{Key: "worker.replay.until", Kind: String, Usage: "replay: only records dead-lettered before this RFC 3339 time"},
+	Setting{Key: "worker.replay.limit", Kind: Int, Usage: "replay: at most this many records (0: no limit)"},
+	Setting{Key: "worker.replay.dry_run", Kind: Bool, Usage: "replay: print what would be replayed, move and commit nothing"},
+	Setting{Key: "worker.replay.max_count", Kind: Int, Usage: "replay loop guard: hold records already replayed this many times"},
+	Setting{Key: "worker.replay.rate", Kind: Float, Usage: "replay: records per second at most (0: no limit)"},
 	Setting{Key: "worker.http_addr", Kind: String, Usage: "address of /healthz, /readyz and /metrics"},
 	Setting{Key: "worker.shutdown_timeout", Kind: Duration, Usage: "bounded stop on SIGTERM"},
 )
@@ -85,6 +126,9 @@ func (c Worker) validate() error {
 	if err := ss.Required("worker.group_id", w.GroupID == ""); err != nil {
 		return err
 	}
+	if w.Replay.DLQ {
+		return w.Replay.validate(ss) // a replay never calls the Contacts API
+	}
 	if err := ss.Required("worker.contacts_api_url", w.ContactsAPIURL == ""); err != nil {
 		return err
 	}
@@ -105,4 +149,59 @@ func (c Worker) validate() error {
 		"worker.retry.initial_interval": w.Retry.InitialInterval,
 		"worker.retry.max_interval":     w.Retry.MaxInterval, "worker.retry.max_elapsed_time": w.Retry.MaxElapsedTime,
 	})
+}
+
+func (r Replay) validate(ss Settings) error {
+	if err := ss.Required("worker.replay.group_id", r.GroupID == ""); err != nil {
+		return err
+	}
+	for _, k := range r.ErrorKinds {
+		if k != "transient" && k != "permanent" && k != "invalid" {
+			return ss.Invalid("worker.replay.error_kind", "%q is not transient, permanent or invalid", k)
+		}
+	}
+	since, until, err := r.Window()
+	var we windowError
+	if errors.As(err, &we) {
+		return ss.Invalid(we.key, "%v", err)
+	}
+	if !since.IsZero() && !until.IsZero() && !until.After(since) {
+		return ss.Invalid("worker.replay.until", "%s is not after %s", r.Until, r.Since)
+	}
+	if r.Limit < 0 {
+		return ss.Invalid("worker.replay.limit", "%d is negative", r.Limit)
+	}
+	if r.MaxCount < 1 {
+		return ss.Invalid("worker.replay.max_count", "%d is less than 1", r.MaxCount)
+	}
+	if r.Rate < 0 {
+		return ss.Invalid("worker.replay.rate", "%v is negative", r.Rate)
+	}
+	return nil
+}
+
+// windowError names the bound of the replay window that does not parse.
+type windowError struct {
+	key, raw string
+}
+
+func (e windowError) Error() string { return fmt.Sprintf("%q is not an RFC 3339 time", e.raw) }
+
+// Window returns Since and Until parsed; a zero time is an open bound.
+func (r Replay) Window() (since, until time.Time, err error) {
+	parse := func(key, raw string) (time.Time, error) {
+		if raw == "" {
+			return time.Time{}, nil
+		}
+		t, err := time.Parse(time.RFC3339Nano, raw)
+		if err != nil {
+			return time.Time{}, windowError{key: key, raw: raw}
+		}
+		return t, nil
+	}
+	if since, err = parse("worker.replay.since", r.Since); err != nil {
+		return
+	}
+	until, err = parse("worker.replay.until", r.Until)
+	return
 }

@@ -97,3 +97,32 @@ func Header(headers []*sarama.RecordHeader, key string) (string, bool) {
 	}
 	return "", false
 }
+
+// ReplayCount returns the dlq_replay_count of headers, 0 when absent or unreadable.
+func ReplayCount(headers []*sarama.RecordHeader) int {
+	v, _ := Header(headers, HeaderDLQReplayCount)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// ReplayMessage returns the record that puts the dead-lettered m back on
+// topic: its key, value and original headers, every dlq_ header dropped but
+// dlq_replay_count, which is one more than before.
+func ReplayMessage(topic string, m *sarama.ConsumerMessage) *sarama.ProducerMessage {
+	headers := make([]sarama.RecordHeader, 0, len(m.Headers))
+	for _, h := range m.Headers {
+		if h == nil || strings.HasPrefix(string(h.Key), DLQHeaderPrefix) {
+			continue
+		}
+		headers = append(headers, sarama.RecordHeader{Key: h.Key, Value: h.Value})
+	}
+	headers = append(headers, header(HeaderDLQReplayCount, strconv.Itoa(ReplayCount(m.Headers)+1)))
+	out := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(m.Value), Headers: headers}
+	if m.Key != nil {
+		out.Key = sarama.ByteEncoder(m.Key)
+	}
+	return out
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/logging"
 	"github.com/acmecrm/integration-service/pkg/ops"
+	"github.com/acmecrm/integration-service/pkg/replay"
 )
 
 // Run is the whole contact-worker binary: it loads the configuration from
@@ -25,6 +26,21 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	cfg, err := config.LoadWorker(args, getenv, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.Worker.Replay.DLQ {
+		// The report (one JSON line per record, then the summary) owns
+		// stdout, so it can be piped; the logs go to stderr.
+		log, err := logging.New(cfg.Log, "contact-worker", stderr)
+		if err != nil {
+			return err
+		}
+		log = log.With().Str("version", version).Str("mode", "replay-dlq").Logger()
+		sum, err := replay.Run(ctx, cfg, log, stdout)
+		if err != nil {
+			return fmt.Errorf("replay-dlq failed after %d replayed of %d read: %w", sum.Replayed, sum.Read, err)
+		}
+		log.Info().Interface("summary", sum).Msg("replay done")
+		return nil
 	}
 	log, err := logging.New(cfg.Log, "contact-worker", stdout)
 	if err != nil {

@@ -1,0 +1,97 @@
+package replay
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/acmecrm/integration-service/pkg/config"
+	"github.com/acmecrm/integration-service/pkg/record"
+)
+
+// Entry is what a replay knows of one dead-lettered record.
+type Entry struct {
+	Partition   int32     `json:"partition"`
+	Offset      int64     `json:"offset"`
+	Key         string    `json:"key"`
+	EventID     string    `json:"event_id"`
+	EventType   string    `json:"event_type"`
+	ErrorKind   string    `json:"error_kind"`
+	Error       string    `json:"error"`
+	FailedAt    time.Time `json:"failed_at"`
+	ReplayCount int       `json:"replay_count"`
+}
+
+// EntryOf reads a dead-lettered record's headers. An invalid event may lack
+// the ce_ headers (it never passed the gateway); its body is then asked.
+func EntryOf(m *sarama.ConsumerMessage) Entry {
+	h := func(k string) string { v, _ := record.Header(m.Headers, k); return v }
+	e := Entry{
+		Partition: m.Partition, Offset: m.Offset, Key: string(m.Key),
+		EventID: h(record.HeaderID), EventType: h(record.HeaderType),
+		ErrorKind: h(record.HeaderDLQErrorKind), Error: h(record.HeaderDLQError),
+		ReplayCount: record.ReplayCount(m.Headers),
+	}
+	e.FailedAt, _ = time.Parse(time.RFC3339Nano, h(record.HeaderDLQFailedAt))
+	if e.EventID == "" || e.EventType == "" {
+		var body struct {
+			EventID   string `json:"event_id"`
+			EventType string `json:"event_type"`
+		}
+		if json.Unmarshal(m.Value, &body) == nil {
+			e.EventID = firstNonEmpty(e.EventID, body.EventID)
+			e.EventType = firstNonEmpty(e.EventType, body.EventType)
+		}
+	}
+	return e
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// Filter keeps the entries an SRE chose. Every empty criterion matches all.
+type Filter struct {
+	types, ids, kinds map[string]bool
+	since, until      time.Time
+}
+
+// NewFilter builds the filter of the replay settings.
+func NewFilter(r config.Replay) (Filter, error) {
+	since, until, err := r.Window()
+	if err != nil {
+		return Filter{}, err
+	}
+	return Filter{types: set(r.EventTypes), ids: set(r.EventIDs), kinds: set(r.ErrorKinds), since: since, until: until}, nil
+}
+
+func set(vals []string) map[string]bool {
+	if len(vals) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(vals))
+	for _, v := range vals {
+		m[v] = true
+	}
+	return m
+}
+
+// Match reports whether e passes every criterion. The window is
+// [since, until) on dlq_failed_at; a record without a readable time passes
+// only an open window.
+func (f Filter) Match(e Entry) bool {
+	if f.types != nil && !f.types[e.EventType] || f.ids != nil && !f.ids[e.EventID] || f.kinds != nil && !f.kinds[e.ErrorKind] {
+		return false
+	}
+	if !f.since.IsZero() && (e.FailedAt.IsZero() || e.FailedAt.Before(f.since)) {
+		return false
+	}
+	if !f.until.IsZero() && (e.FailedAt.IsZero() || !e.FailedAt.Before(f.until)) {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,230 @@
+package replay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/rs/zerolog"
+
+	"github.com/acmecrm/integration-service/pkg/config"
+	"github.com/acmecrm/integration-service/pkg/kafka"
+	"github.com/acmecrm/integration-service/pkg/record"
+)
+
+// Summary counts what a run did.
+type Summary struct {
+	Summary bool `json:"summary"` // always true: tells the summary line from the record lines
+	DryRun  bool `json:"dry_run"`
+	// Read is every record read from the DLQ.
+	Read int `json:"read"`
+	// Replayed were republished (with DryRun: would have been).
+	Replayed int `json:"replayed"`
+	// SkippedFilter did not match the filters; their position passes.
+	SkippedFilter int `json:"skipped_filter"`
+	// HeldLoopGuard had been replayed max-count times already; their position passes.
+	HeldLoopGuard int `json:"held_loop_guard"`
+	// LimitReached is true when --replay-limit stopped the run early; the
+	// records after the last replayed one are left for a later run.
+	LimitReached bool `json:"limit_reached"`
+}
+
+// line is one JSON line of the report, per record replayed or held.
+type line struct {
+	Action string `json:"action"` // replayed, would_replay, held
+	Entry
+}
+
+// Run replays the DLQ as cfg.Worker.Replay says, writing one JSON line per
+// record replayed (or, with dry run, that would be) or held by the loop
+// guard, then a summary line, to out.
+func Run(ctx context.Context, cfg config.Worker, log zerolog.Logger, out io.Writer) (Summary, error) {
+	r := cfg.Worker.Replay
+	sum := Summary{Summary: true, DryRun: r.DryRun}
+	filter, err := NewFilter(r)
+	if err != nil {
+		return sum, err
+	}
+	// Reading and writing use separate clients: the idempotent producer
+	// allows one request in flight per connection, and a fetch waiting for
+	// records would hold it.
+	csc, err := kafka.NewConsumerConfig(cfg.Kafka)
+	if err != nil {
+		return sum, err
+	}
+	// Kafka answers a connection's requests in order, so a fetch long-polling
+	// for records that will never come (the run stops at the end it saw)
+	// would delay each commit behind it.
+	csc.Consumer.MaxWaitTime = 20 * time.Millisecond
+	client, err := kafka.Connect(ctx, cfg.Kafka.Brokers, csc, log)
+	if err != nil {
+		return sum, err
+	}
+	defer kafka.Close(client, "kafka client", log)
+
+	dlq := cfg.Kafka.DLQTopic
+	partitions, err := client.Partitions(dlq)
+	if err != nil {
+		return sum, fmt.Errorf("partitions of %s: %w", dlq, err)
+	}
+	// The end as of now: records dead-lettered during the run wait for the next one.
+	ends := make(map[int32]int64, len(partitions))
+	for _, p := range partitions {
+		if ends[p], err = client.GetOffset(dlq, p, sarama.OffsetNewest); err != nil {
+			return sum, fmt.Errorf("end of %s/%d: %w", dlq, p, err)
+		}
+	}
+	offsets, err := sarama.NewOffsetManagerFromClient(r.GroupID, client)
+	if err != nil {
+		return sum, fmt.Errorf("offset manager of group %s: %w", r.GroupID, err)
+	}
+	defer kafka.Close(offsets, "offset manager", log)
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		return sum, err
+	}
+	defer kafka.Close(consumer, "consumer", log)
+	var producer sarama.SyncProducer
+	if !r.DryRun {
+		psc, err := kafka.NewProducerConfig(cfg.Kafka)
+		if err != nil {
+			return sum, err
+		}
+		if producer, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, psc); err != nil {
+			return sum, fmt.Errorf("creating producer: %w", err)
+		}
+		defer kafka.Close(producer, "producer", log)
+	}
+
+	rp := &run{cfg: r, topic: cfg.Kafka.Topic, filter: filter, producer: producer, enc: json.NewEncoder(out), sum: &sum, log: log}
+	if r.Rate > 0 {
+		rp.tick = time.NewTicker(time.Duration(float64(time.Second) / r.Rate))
+		defer rp.tick.Stop()
+	}
+	for _, p := range partitions {
+		if err := rp.partition(ctx, client, consumer, offsets, dlq, p, ends[p]); err != nil {
+			return sum, err
+		}
+		if sum.LimitReached {
+			break
+		}
+	}
+	return sum, rp.enc.Encode(sum)
+}
+
+// run is the state of one replay across partitions.
+type run struct {
+	cfg      config.Replay
+	topic    string
+	filter   Filter
+	producer sarama.SyncProducer
+	tick     *time.Ticker
+	enc      *json.Encoder
+	sum      *Summary
+	log      zerolog.Logger
+}
+
+// partition replays one DLQ partition from the remembered position (or the
+// oldest record) to end, and commits the position after the republished
+// records were acknowledged.
+func (rp *run) partition(ctx context.Context, client sarama.Client, consumer sarama.Consumer, offsets sarama.OffsetManager, dlq string, p int32, end int64) error {
+	pom, err := offsets.ManagePartition(dlq, p)
+	if err != nil {
+		return fmt.Errorf("position of %s/%d: %w", dlq, p, err)
+	}
+	defer pom.AsyncClose()
+	oldest, err := client.GetOffset(dlq, p, sarama.OffsetOldest)
+	if err != nil {
+		return err
+	}
+	start, _ := pom.NextOffset()
+	if rp.cfg.FromBeginning || start < oldest {
+		start = oldest // also when retention deleted what the position pointed at
+	}
+	if start >= end {
+		return nil
+	}
+	pc, err := consumer.ConsumePartition(dlq, p, start)
+	if err != nil {
+		return fmt.Errorf("reading %s/%d from %d: %w", dlq, p, start, err)
+	}
+	defer pc.AsyncClose()
+	log := rp.log.With().Int32("partition", p).Int64("from", start).Int64("to", end).Logger()
+	log.Info().Msg("replaying partition")
+
+	for next := start; next < end; {
+		var m *sarama.ConsumerMessage
+		select {
+		case <-ctx.Done():
+			return rp.commit(offsets, pom, ctx.Err())
+		case cerr := <-pc.Errors():
+			return rp.commit(offsets, pom, fmt.Errorf("reading %s/%d: %w", dlq, p, cerr))
+		case m = <-pc.Messages():
+		}
+		next = m.Offset + 1
+		e := EntryOf(m)
+		switch {
+		case !rp.filter.Match(e):
+			rp.sum.Read++
+			rp.sum.SkippedFilter++
+		case e.ReplayCount >= rp.cfg.MaxCount:
+			rp.sum.Read++
+			rp.sum.HeldLoopGuard++
+			log.Warn().Str("event_id", e.EventID).Int("replay_count", e.ReplayCount).Msg("held by the loop guard: replayed too often")
+			if err := rp.enc.Encode(line{"held", e}); err != nil {
+				return err
+			}
+		case rp.cfg.Limit > 0 && rp.sum.Replayed >= rp.cfg.Limit:
+			rp.sum.LimitReached = true // this record stays for a later run
+			return rp.commit(offsets, pom, nil)
+		default:
+			rp.sum.Read++
+			if err := rp.replay(ctx, m, e); err != nil {
+				return rp.commit(offsets, pom, err)
+			}
+		}
+		if !rp.cfg.DryRun {
+			pom.MarkOffset(m.Offset+1, "")
+		}
+	}
+	return rp.commit(offsets, pom, nil)
+}
+
+func (rp *run) replay(ctx context.Context, m *sarama.ConsumerMessage, e Entry) error {
+	if rp.cfg.DryRun {
+		rp.sum.Replayed++
+		return rp.enc.Encode(line{"would_replay", e})
+	}
+	if rp.tick != nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-rp.tick.C:
+		}
+	}
+	if _, _, err := rp.producer.SendMessage(record.ReplayMessage(rp.topic, m)); err != nil {
+		return fmt.Errorf("republishing %s (dlq offset %d/%d): %w", e.EventID, e.Partition, e.Offset, err)
+	}
+	rp.sum.Replayed++
+	e.ReplayCount++
+	return rp.enc.Encode(line{"replayed", e})
+}
+
+// commit writes the marked position (what was acknowledged) and returns
+// cause, or the commit's own failure. A dry run commits nothing.
+func (rp *run) commit(offsets sarama.OffsetManager, pom sarama.PartitionOffsetManager, cause error) error {
+	if rp.cfg.DryRun {
+		return cause
+	}
+	offsets.Commit()
+	select {
+	case cerr := <-pom.Errors():
+		return errors.Join(cause, fmt.Errorf("committing the replay position: %w", cerr))
+	default:
+		return cause
+	}
+}
