@@ -53,6 +53,25 @@ build: ## Build both binaries into bin/ (the same go build the Dockerfiles run).
 fmt: ## Format the Go code.
 	gofmt -w $$(git ls-files '*.go')
 
+##@ Deployables
+
+CHART := helm/acme-integration
+REGISTRY ?= ghcr.io/acmecrm
+HELM_SET ?= --set secrets.webhookSecrets=whsec_ZXhhbXBsZQ== --set worker.contactsApiUrl=https://contacts.example/api
+
+.PHONY: images
+images: ## Build both container images (needs a container engine; this project's dev machines have none).
+	docker build -f Dockerfile.gateway --build-arg VERSION=$(VERSION) -t $(REGISTRY)/webhook-gateway:$(VERSION) .
+	docker build -f Dockerfile.worker --build-arg VERSION=$(VERSION) -t $(REGISTRY)/contact-worker:$(VERSION) .
+
+.PHONY: helm-lint
+helm-lint: ## helm lint the chart with the Helm pinned in go.mod (go tool helm).
+	$(GO) tool helm lint $(CHART) --kube-version 1.30.0 $(HELM_SET)
+
+.PHONY: helm-template
+helm-template: ## Render the chart with example required values (HELM_SET=... to change them).
+	$(GO) tool helm template acme $(CHART) --kube-version 1.30.0 $(HELM_SET)
+
 ##@ Kafka (a real single-node KRaft broker on 127.0.0.1:9092)
 
 .PHONY: kafka-up

@@ -7,6 +7,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/acmecrm/integration-service/pkg/ops"
 )
 
 // Metrics are the gateway's Prometheus metrics.
@@ -79,7 +81,7 @@ func (m *Metrics) Observe(log zerolog.Logger) echo.MiddlewareFunc {
 			m.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(status)).Inc()
 			m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
 
-			if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+			if route == ops.HealthPath || route == ops.ReadyPath || route == ops.MetricsPath {
 				return nil // probes and scrapes would drown the log
 			}
 			ev := log.Info()

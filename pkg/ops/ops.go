@@ -12,6 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// The paths both binaries serve; probes and scrapers are configured with them.
+const (
+	HealthPath  = "/healthz"
+	ReadyPath   = "/readyz"
+	MetricsPath = "/metrics"
+)
+
 // ReadyFunc returns nil when the process can do its work, else why not.
 type ReadyFunc func() error
 
@@ -25,16 +32,16 @@ func NewRegistry() *prometheus.Registry {
 
 // Register adds /healthz, /readyz and /metrics to e.
 func Register(e *echo.Echo, ready ReadyFunc, reg *prometheus.Registry) {
-	e.GET("/healthz", func(c echo.Context) error {
+	e.GET(HealthPath, func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
-	e.GET("/readyz", func(c echo.Context) error {
+	e.GET(ReadyPath, func(c echo.Context) error {
 		if err := ready(); err != nil {
 			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	e.GET(MetricsPath, echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 }
 
 // NewEcho returns an echo instance without its banner and default logger:

@@ -1,0 +1,100 @@
+{{/* Chart name, overridable. */}}
+{{- define "acme-integration.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: release-chart, 63 characters at most. */}}
+{{- define "acme-integration.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "acme-integration.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels; call with (dict "ctx" $ "component" "gateway"). */}}
+{{- define "acme-integration.labels" -}}
+helm.sh/chart: {{ include "acme-integration.chart" .ctx }}
+{{ include "acme-integration.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "acme-integration.tag" .ctx | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: acme-integration
+{{- end }}
+
+{{/* Selector labels; call with (dict "ctx" $ "component" "gateway"). */}}
+{{- define "acme-integration.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "acme-integration.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The image tag: image.tag or the appVersion; never latest. */}}
+{{- define "acme-integration.tag" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if eq $tag "latest" }}{{ fail "image.tag must be a fixed version, not latest" }}{{ end }}
+{{- $tag }}
+{{- end }}
+
+{{/* An image reference; call with (dict "ctx" $ "repository" "webhook-gateway"). */}}
+{{- define "acme-integration.image" -}}
+{{- printf "%s/%s:%s" .ctx.Values.image.registry .repository (include "acme-integration.tag" .ctx) }}
+{{- end }}
+
+{{- define "acme-integration.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "acme-integration.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding GATEWAY_WEBHOOK_SECRETS and WORKER_CONTACTS_API_TOKEN. */}}
+{{- define "acme-integration.secretName" -}}
+{{- default (include "acme-integration.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{/* Kafka settings both binaries read. */}}
+{{- define "acme-integration.kafkaEnv" -}}
+KAFKA_BROKERS: {{ join "," .Values.kafka.brokers | quote }}
+KAFKA_TOPIC: {{ .Values.kafka.topic | quote }}
+KAFKA_DLQ_TOPIC: {{ .Values.kafka.dlqTopic | quote }}
+KAFKA_PROVISION_TOPICS: {{ .Values.kafka.provisionTopics | quote }}
+KAFKA_TOPIC_PARTITIONS: {{ int .Values.kafka.topicPartitions | quote }}
+KAFKA_DLQ_PARTITIONS: {{ int .Values.kafka.dlqPartitions | quote }}
+KAFKA_REPLICATION_FACTOR: {{ int .Values.kafka.replicationFactor | quote }}
+LOG_LEVEL: {{ .Values.logLevel | quote }}
+LOG_FORMAT: "json"
+{{- end }}
+
+{{/* Pod-level settings shared by every pod. */}}
+{{- define "acme-integration.podSpecCommon" -}}
+serviceAccountName: {{ include "acme-integration.serviceAccountName" . }}
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* Whole seconds of a Go duration made of h, m and s parts (e.g. 25s, 2m, 1m30s). */}}
+{{- define "acme-integration.seconds" -}}
+{{- $d := toString . }}
+{{- if not (regexMatch "^([0-9]+h)?([0-9]+m)?([0-9]+s)?$" $d) }}{{ fail (printf "duration %q: use h, m and s parts, e.g. 25s or 1m30s" $d) }}{{ end }}
+{{- $total := 0 }}
+{{- range $part := regexFindAll "[0-9]+[hms]" $d -1 }}
+{{- $n := int (trimSuffix "h" (trimSuffix "m" (trimSuffix "s" $part))) }}
+{{- if hasSuffix "h" $part }}{{ $total = add $total (mul $n 3600) }}{{ else if hasSuffix "m" $part }}{{ $total = add $total (mul $n 60) }}{{ else }}{{ $total = add $total $n }}{{ end }}
+{{- end }}
+{{- $total }}
+{{- end }}

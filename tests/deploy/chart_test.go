@@ -1,0 +1,501 @@
+// Package deploy checks what the platform team installs. The Helm chart in
+// helm/acme-integration is linted and rendered with Helm's own library (the
+// version pinned in go.mod), and the manifests are decoded strictly into
+// typed Kubernetes objects; the Dockerfiles are read against the Makefile.
+package deploy
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/acmecrm/integration-service/pkg/config"
+	"github.com/acmecrm/integration-service/pkg/ops"
+)
+
+const chartDir = "../../helm/acme-integration"
+
+// required are the values an install must give.
+func required() map[string]any {
+	return map[string]any{
+		"secrets": map[string]any{"webhookSecrets": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+		"worker":  map[string]any{"contactsApiUrl": "https://contacts.internal/api"},
+	}
+}
+
+// with deep-merges overrides into required values.
+func with(overrides map[string]any) map[string]any {
+	out := required()
+	merge(out, overrides)
+	return out
+}
+
+func merge(dst, src map[string]any) {
+	for k, v := range src {
+		if sub, ok := v.(map[string]any); ok {
+			if d, ok := dst[k].(map[string]any); ok {
+				merge(d, sub)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+}
+
+// manifests are the rendered objects, decoded by kind.
+type manifests struct {
+	deployments map[string]*appsv1.Deployment // by component
+	configMaps  map[string]*corev1.ConfigMap  // by component
+	services    map[string]*corev1.Service
+	pdbs        map[string]*policyv1.PodDisruptionBudget
+	hpas        []*autoscalingv2.HorizontalPodAutoscaler
+	jobs        []*batchv1.Job
+	secrets     []*corev1.Secret
+	accounts    []*corev1.ServiceAccount
+	monitors    []map[string]any
+	all         []metav1.Object
+	notes       string
+}
+
+func render(t *testing.T, vals map[string]any) (*manifests, error) {
+	t.Helper()
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps := chartutil.DefaultCapabilities.Copy()
+	caps.KubeVersion = chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: "30"}
+	rv, err := chartutil.ToRenderValues(chrt, vals, chartutil.ReleaseOptions{Name: "acme", Namespace: "contacts", Revision: 1, IsInstall: true}, caps)
+	if err != nil {
+		return nil, err
+	}
+	files, err := engine.Render(chrt, rv)
+	if err != nil {
+		return nil, err
+	}
+	m := &manifests{deployments: map[string]*appsv1.Deployment{}, configMaps: map[string]*corev1.ConfigMap{},
+		services: map[string]*corev1.Service{}, pdbs: map[string]*policyv1.PodDisruptionBudget{}}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if strings.HasSuffix(name, "NOTES.txt") {
+			m.notes = files[name]
+			continue
+		}
+		for _, doc := range strings.Split(files[name], "\n---") {
+			if strings.TrimSpace(strings.ReplaceAll(doc, "---", "")) == "" {
+				continue
+			}
+			m.decode(t, name, []byte(doc))
+		}
+	}
+	return m, nil
+}
+
+// decode reads one document strictly: a misspelt field fails the test.
+func (m *manifests) decode(t *testing.T, file string, doc []byte) {
+	t.Helper()
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(doc, &tm); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	strict := func(into any) {
+		if err := yaml.UnmarshalStrict(doc, into); err != nil {
+			t.Fatalf("%s: %s does not decode strictly: %v\n%s", file, tm.Kind, err, doc)
+		}
+	}
+	component := func(o metav1.Object) string { return o.GetLabels()["app.kubernetes.io/component"] }
+	switch tm.Kind {
+	case "Deployment":
+		o := &appsv1.Deployment{}
+		strict(o)
+		m.deployments[component(o)] = o
+		m.all = append(m.all, o)
+	case "ConfigMap":
+		o := &corev1.ConfigMap{}
+		strict(o)
+		m.configMaps[component(o)] = o
+		m.all = append(m.all, o)
+	case "Service":
+		o := &corev1.Service{}
+		strict(o)
+		m.services[component(o)] = o
+		m.all = append(m.all, o)
+	case "PodDisruptionBudget":
+		o := &policyv1.PodDisruptionBudget{}
+		strict(o)
+		m.pdbs[component(o)] = o
+		m.all = append(m.all, o)
+	case "HorizontalPodAutoscaler":
+		o := &autoscalingv2.HorizontalPodAutoscaler{}
+		strict(o)
+		m.hpas = append(m.hpas, o)
+		m.all = append(m.all, o)
+	case "Job":
+		o := &batchv1.Job{}
+		strict(o)
+		m.jobs = append(m.jobs, o)
+		m.all = append(m.all, o)
+	case "Secret":
+		o := &corev1.Secret{}
+		strict(o)
+		m.secrets = append(m.secrets, o)
+		m.all = append(m.all, o)
+	case "ServiceAccount":
+		o := &corev1.ServiceAccount{}
+		strict(o)
+		m.accounts = append(m.accounts, o)
+		m.all = append(m.all, o)
+	case "ServiceMonitor":
+		var o map[string]any
+		strict(&o)
+		m.monitors = append(m.monitors, o)
+	default:
+		t.Fatalf("%s: unexpected kind %q", file, tm.Kind)
+	}
+}
+
+func mustRender(t *testing.T, vals map[string]any) *manifests {
+	t.Helper()
+	m, err := render(t, vals)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	return m
+}
+
+func TestLint(t *testing.T) {
+	for name, vals := range map[string]map[string]any{
+		"defaults":  required(),
+		"overrides": with(map[string]any{"replay": map[string]any{"enabled": true}, "serviceMonitor": map[string]any{"enabled": true}}),
+	} {
+		caps := chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: "30"}
+		res := lint.AllWithKubeVersion(chartDir, vals, "contacts", &caps)
+		for _, msg := range res.Messages {
+			if msg.Severity >= support.WarningSev {
+				t.Errorf("%s: helm lint: %s", name, msg)
+			}
+		}
+	}
+}
+
+func TestDefaultValuesRenderEveryPart(t *testing.T) {
+	m := mustRender(t, required())
+	for _, c := range []string{"gateway", "worker"} {
+		if m.deployments[c] == nil || m.configMaps[c] == nil || m.services[c] == nil || m.pdbs[c] == nil {
+			t.Errorf("%s: missing Deployment, ConfigMap, Service or PodDisruptionBudget", c)
+		}
+	}
+	if len(m.hpas) != 1 || len(m.secrets) != 1 || len(m.accounts) != 1 {
+		t.Errorf("got %d HPAs, %d Secrets, %d ServiceAccounts; want 1 each", len(m.hpas), len(m.secrets), len(m.accounts))
+	}
+	if len(m.jobs) != 0 || len(m.monitors) != 0 {
+		t.Errorf("replay Job or ServiceMonitor rendered by default")
+	}
+	if got := *m.deployments["worker"].Spec.Replicas; got != 3 {
+		t.Errorf("worker replicas %d, want 3", got)
+	}
+	if m.deployments["gateway"].Spec.Replicas != nil {
+		t.Error("gateway replicas set while its autoscaler manages them")
+	}
+	hpa := m.hpas[0]
+	if hpa.Spec.ScaleTargetRef.Name != m.deployments["gateway"].Name || hpa.Spec.MaxReplicas != 10 || *hpa.Spec.MinReplicas != 2 {
+		t.Errorf("HPA %+v does not scale the gateway 2..10", hpa.Spec)
+	}
+	for _, o := range m.all {
+		l := o.GetLabels()
+		for _, k := range []string{"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component", "app.kubernetes.io/managed-by", "app.kubernetes.io/version", "helm.sh/chart"} {
+			if l[k] == "" {
+				t.Errorf("%s lacks label %s", o.GetName(), k)
+			}
+		}
+	}
+	if !strings.Contains(m.notes, "/webhooks/acmecrm") {
+		t.Errorf("NOTES.txt does not say where to post webhooks:\n%s", m.notes)
+	}
+}
+
+func TestOverriddenValues(t *testing.T) {
+	m := mustRender(t, with(map[string]any{
+		"worker":  map[string]any{"replicaCount": 5},
+		"secrets": map[string]any{"existingSecret": "acme-prod-secrets"},
+		"replay": map[string]any{"enabled": true, "dryRun": true, "eventTypes": []any{"contact.updated", "contact.created"},
+			"errorKinds": []any{"transient"}, "since": "2026-11-26T10:00:00Z", "limit": 500, "rate": 50},
+		"serviceMonitor": map[string]any{"enabled": true},
+	}))
+	if got := *m.deployments["worker"].Spec.Replicas; got != 5 {
+		t.Errorf("worker replicas %d, want 5", got)
+	}
+	if len(m.secrets) != 0 {
+		t.Errorf("rendered %d Secrets with an existing one named", len(m.secrets))
+	}
+	for c, d := range m.deployments {
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef.Name != "acme-prod-secrets" {
+				t.Errorf("%s: %s from Secret %q, want acme-prod-secrets", c, e.Name, e.ValueFrom.SecretKeyRef.Name)
+			}
+		}
+	}
+	if len(m.jobs) != 1 {
+		t.Fatalf("%d replay Jobs, want 1", len(m.jobs))
+	}
+	job := m.jobs[0]
+	env := map[string]string{}
+	for _, e := range job.Spec.Template.Spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	want := map[string]string{"WORKER_REPLAY_DLQ": "true", "WORKER_REPLAY_DRY_RUN": "true", "WORKER_REPLAY_EVENT_TYPE": "contact.updated,contact.created",
+		"WORKER_REPLAY_ERROR_KIND": "transient", "WORKER_REPLAY_SINCE": "2026-11-26T10:00:00Z", "WORKER_REPLAY_LIMIT": "500", "WORKER_REPLAY_RATE": "50", "WORKER_REPLAY_MAX_COUNT": "3"}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("replay Job %s = %q, want %q", k, env[k], v)
+		}
+	}
+	if job.Spec.Template.Spec.RestartPolicy != corev1.RestartPolicyNever || *job.Spec.BackoffLimit != 0 {
+		t.Errorf("replay Job retries on its own: restart %s, backoffLimit %d", job.Spec.Template.Spec.RestartPolicy, *job.Spec.BackoffLimit)
+	}
+	if len(m.monitors) != 2 {
+		t.Errorf("%d ServiceMonitors, want 2", len(m.monitors))
+	}
+	// The replay Job's settings load in the real binary's configuration code.
+	getenv := envOf(t, m, job.Spec.Template.Spec.Containers[0])
+	cfg, err := config.LoadWorker(nil, getenv, io.Discard)
+	if err != nil {
+		t.Fatalf("the replay Job's environment does not load: %v", err)
+	}
+	if !cfg.Worker.Replay.DLQ || !cfg.Worker.Replay.DryRun || cfg.Worker.Replay.Limit != 500 || len(cfg.Worker.Replay.EventTypes) != 2 {
+		t.Errorf("replay Job configures %+v", cfg.Worker.Replay)
+	}
+}
+
+// envOf resolves a container's environment as the binary would see it:
+// its ConfigMap (envFrom) plus its own entries, secrets given dummy values.
+func envOf(t *testing.T, m *manifests, c corev1.Container) func(string) string {
+	env := map[string]string{}
+	for _, from := range c.EnvFrom {
+		found := false
+		for _, cm := range m.configMaps {
+			if cm.Name == from.ConfigMapRef.Name {
+				for k, v := range cm.Data {
+					env[k] = v
+				}
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("container %s: envFrom ConfigMap %s is not rendered", c.Name, from.ConfigMapRef.Name)
+		}
+	}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+		if e.ValueFrom != nil {
+			env[e.Name] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+		}
+	}
+	return func(k string) string { return env[k] }
+}
+
+// Every environment variable the chart sets is one the binary in that
+// container reads (the list comes from the configuration code), and the
+// whole environment loads there without error.
+func TestEnvironmentIsWhatTheBinariesRead(t *testing.T) {
+	reads := map[string]map[string]bool{"webhook-gateway": {}, "contact-worker": {}, "dlq-replay": {}}
+	for _, n := range config.GatewaySettings.EnvVars(config.GatewayConfigFileEnv) {
+		reads["webhook-gateway"][n] = true
+	}
+	for _, n := range config.WorkerSettings.EnvVars(config.WorkerConfigFileEnv) {
+		reads["contact-worker"][n] = true
+		reads["dlq-replay"][n] = true
+	}
+	for _, vals := range []map[string]any{required(), with(map[string]any{"replay": map[string]any{"enabled": true}, "worker": map[string]any{"env": map[string]any{"WORKER_CONTACTS_API_TIMEOUT": "5s"}}})} {
+		m := mustRender(t, vals)
+		var containers []corev1.Container
+		for _, d := range m.deployments {
+			containers = append(containers, d.Spec.Template.Spec.Containers...)
+		}
+		for _, j := range m.jobs {
+			containers = append(containers, j.Spec.Template.Spec.Containers...)
+		}
+		for _, c := range containers {
+			names := map[string]bool{}
+			for _, e := range c.Env {
+				names[e.Name] = true
+			}
+			for _, from := range c.EnvFrom {
+				for _, cm := range m.configMaps {
+					if cm.Name == from.ConfigMapRef.Name {
+						for k := range cm.Data {
+							names[k] = true
+						}
+					}
+				}
+			}
+			for n := range names {
+				if !reads[c.Name][n] {
+					t.Errorf("container %s: %s is not a setting its binary reads", c.Name, n)
+				}
+			}
+			getenv := envOf(t, m, c)
+			var err error
+			if c.Name == "webhook-gateway" {
+				_, err = config.LoadGateway(nil, getenv, io.Discard)
+			} else {
+				_, err = config.LoadWorker(nil, getenv, io.Discard)
+			}
+			if err != nil {
+				t.Errorf("container %s: its environment does not load: %v", c.Name, err)
+			}
+		}
+	}
+}
+
+// Probes hit the paths the binaries serve, on the ports they listen on by
+// default; grace periods outlast the binaries' shutdown budgets.
+func TestProbesPortsAndGracePeriods(t *testing.T) {
+	m := mustRender(t, required())
+	gw, err := config.LoadGateway(nil, func(k string) string {
+		return map[string]string{"GATEWAY_WEBHOOK_SECRETS": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}[k]
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wk, err := config.LoadWorker(nil, func(k string) string {
+		return map[string]string{"WORKER_CONTACTS_API_URL": "http://x"}[k]
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for component, addr := range map[string]string{"gateway": gw.Gateway.ListenAddr, "worker": wk.Worker.HTTPAddr} {
+		_, port, _ := net.SplitHostPort(addr)
+		wantPort, _ := strconv.Atoi(port)
+		c := m.deployments[component].Spec.Template.Spec.Containers[0]
+		if len(c.Ports) != 1 || int(c.Ports[0].ContainerPort) != wantPort || c.Ports[0].Name != "http" {
+			t.Errorf("%s: ports %+v, want http on %d (the binary's default %s)", component, c.Ports, wantPort, addr)
+		}
+		if p := c.LivenessProbe.HTTPGet; p == nil || p.Path != ops.HealthPath || p.Port.String() != "http" {
+			t.Errorf("%s: liveness probe %+v, want %s on http", component, c.LivenessProbe, ops.HealthPath)
+		}
+		if p := c.ReadinessProbe.HTTPGet; p == nil || p.Path != ops.ReadyPath || p.Port.String() != "http" {
+			t.Errorf("%s: readiness probe %+v, want %s on http", component, c.ReadinessProbe, ops.ReadyPath)
+		}
+		if svc := m.services[component]; svc.Spec.Ports[0].TargetPort.String() != "http" {
+			t.Errorf("%s: Service targets %s", component, svc.Spec.Ports[0].TargetPort.String())
+		}
+	}
+	for component, key := range map[string]string{"gateway": "GATEWAY_SHUTDOWN_TIMEOUT", "worker": "WORKER_SHUTDOWN_TIMEOUT"} {
+		budget, err := time.ParseDuration(m.configMaps[component].Data[key])
+		if err != nil {
+			t.Fatalf("%s: %s: %v", component, key, err)
+		}
+		grace := time.Duration(*m.deployments[component].Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+		if grace <= budget {
+			t.Errorf("%s: terminationGracePeriodSeconds %v is not longer than %s %v", component, grace, key, budget)
+		}
+	}
+	if _, err := render(t, with(map[string]any{"worker": map[string]any{"shutdownTimeout": "1m", "terminationGracePeriodSeconds": 30}})); err == nil {
+		t.Error("a grace period shorter than the worker's shutdown budget rendered")
+	}
+}
+
+func TestSecurityContexts(t *testing.T) {
+	m := mustRender(t, with(map[string]any{"replay": map[string]any{"enabled": true}}))
+	var pods []corev1.PodSpec
+	for _, d := range m.deployments {
+		pods = append(pods, d.Spec.Template.Spec)
+	}
+	for _, j := range m.jobs {
+		pods = append(pods, j.Spec.Template.Spec)
+	}
+	if len(pods) != 3 {
+		t.Fatalf("%d pod templates, want 3", len(pods))
+	}
+	for _, p := range pods {
+		psc := p.SecurityContext
+		if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("pod security context %+v: want non-root and RuntimeDefault seccomp", psc)
+		}
+		if p.AutomountServiceAccountToken == nil || *p.AutomountServiceAccountToken {
+			t.Error("the service account token is mounted; nothing here talks to the Kubernetes API")
+		}
+		for _, c := range p.Containers {
+			sc := c.SecurityContext
+			if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+				sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.Capabilities == nil || fmt.Sprint(sc.Capabilities.Drop) != "[ALL]" || len(sc.Capabilities.Add) != 0 {
+				t.Errorf("container %s security context %+v: want read-only root, no privilege escalation, non-root, all capabilities dropped", c.Name, sc)
+			}
+			if c.Resources.Limits.Memory().IsZero() {
+				t.Errorf("container %s has no memory limit", c.Name)
+			}
+		}
+	}
+}
+
+func TestImagesArePinned(t *testing.T) {
+	m := mustRender(t, with(map[string]any{"replay": map[string]any{"enabled": true}}))
+	for _, o := range []struct {
+		name  string
+		image string
+	}{
+		{"gateway", m.deployments["gateway"].Spec.Template.Spec.Containers[0].Image},
+		{"worker", m.deployments["worker"].Spec.Template.Spec.Containers[0].Image},
+		{"replay", m.jobs[0].Spec.Template.Spec.Containers[0].Image},
+	} {
+		i := strings.LastIndex(o.image, ":")
+		if i < 0 || o.image[i+1:] == "" || o.image[i+1:] == "latest" {
+			t.Errorf("%s image %q has no fixed tag", o.name, o.image)
+		}
+	}
+	if _, err := render(t, with(map[string]any{"image": map[string]any{"tag": "latest"}})); err == nil {
+		t.Error("image.tag=latest rendered")
+	}
+	if got := mustRender(t, with(map[string]any{"image": map[string]any{"tag": "1.2.3"}})).deployments["worker"].Spec.Template.Spec.Containers[0].Image; got != "ghcr.io/acmecrm/contact-worker:1.2.3" {
+		t.Errorf("image %q, want ghcr.io/acmecrm/contact-worker:1.2.3", got)
+	}
+}
+
+func TestRequiredValuesAndSchema(t *testing.T) {
+	tests := []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"no webhook secrets", map[string]any{"worker": map[string]any{"contactsApiUrl": "http://x"}}, "webhookSecrets"},
+		{"no contacts api", map[string]any{"secrets": map[string]any{"webhookSecrets": "whsec_YWJj"}}, "contactsApiUrl"},
+		{"secret without prefix", with(map[string]any{"secrets": map[string]any{"webhookSecrets": "hunter2"}}), "webhookSecrets"},
+		{"unknown value", with(map[string]any{"worker": map[string]any{"replicas": 3}}), "replicas"},
+		{"bad error kind", with(map[string]any{"replay": map[string]any{"errorKinds": []any{"fatal"}}}), "errorKinds"},
+		{"broker without port", with(map[string]any{"kafka": map[string]any{"brokers": []any{"kafka"}}}), "brokers"},
+	}
+	for _, tt := range tests {
+		_, err := render(t, tt.vals)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want an error naming %s", tt.name, err, tt.want)
+		}
+	}
+	// The chart's own Secret is enough when an existing one is not named;
+	// a named one needs no secret values at all.
+	if _, err := render(t, map[string]any{"secrets": map[string]any{"existingSecret": "mine"}, "worker": map[string]any{"contactsApiUrl": "http://x"}}); err != nil {
+		t.Errorf("existing secret without values: %v", err)
+	}
+}
