@@ -126,47 +126,32 @@ func (m *manifests) decode(t *testing.T, file string, doc []byte) {
 		}
 	}
 	component := func(o metav1.Object) string { return o.GetLabels()["app.kubernetes.io/component"] }
+	var obj metav1.Object
 	switch tm.Kind {
 	case "Deployment":
-		o := &appsv1.Deployment{}
-		strict(o)
-		m.deployments[component(o)] = o
-		m.all = append(m.all, o)
+		o := decodeAs[appsv1.Deployment](strict)
+		m.deployments[component(o)], obj = o, o
 	case "ConfigMap":
-		o := &corev1.ConfigMap{}
-		strict(o)
-		m.configMaps[component(o)] = o
-		m.all = append(m.all, o)
+		o := decodeAs[corev1.ConfigMap](strict)
+		m.configMaps[component(o)], obj = o, o
 	case "Service":
-		o := &corev1.Service{}
-		strict(o)
-		m.services[component(o)] = o
-		m.all = append(m.all, o)
+		o := decodeAs[corev1.Service](strict)
+		m.services[component(o)], obj = o, o
 	case "PodDisruptionBudget":
-		o := &policyv1.PodDisruptionBudget{}
-		strict(o)
-		m.pdbs[component(o)] = o
-		m.all = append(m.all, o)
+		o := decodeAs[policyv1.PodDisruptionBudget](strict)
+		m.pdbs[component(o)], obj = o, o
 	case "HorizontalPodAutoscaler":
-		o := &autoscalingv2.HorizontalPodAutoscaler{}
-		strict(o)
-		m.hpas = append(m.hpas, o)
-		m.all = append(m.all, o)
+		o := decodeAs[autoscalingv2.HorizontalPodAutoscaler](strict)
+		m.hpas, obj = append(m.hpas, o), o
 	case "Job":
-		o := &batchv1.Job{}
-		strict(o)
-		m.jobs = append(m.jobs, o)
-		m.all = append(m.all, o)
+		o := decodeAs[batchv1.Job](strict)
+		m.jobs, obj = append(m.jobs, o), o
 	case "Secret":
-		o := &corev1.Secret{}
-		strict(o)
-		m.secrets = append(m.secrets, o)
-		m.all = append(m.all, o)
+		o := decodeAs[corev1.Secret](strict)
+		m.secrets, obj = append(m.secrets, o), o
 	case "ServiceAccount":
-		o := &corev1.ServiceAccount{}
-		strict(o)
-		m.accounts = append(m.accounts, o)
-		m.all = append(m.all, o)
+		o := decodeAs[corev1.ServiceAccount](strict)
+		m.accounts, obj = append(m.accounts, o), o
 	case "ServiceMonitor":
 		var o map[string]any
 		strict(&o)
@@ -174,6 +159,19 @@ func (m *manifests) decode(t *testing.T, file string, doc []byte) {
 	default:
 		t.Fatalf("%s: unexpected kind %q", file, tm.Kind)
 	}
+	if obj != nil {
+		m.all = append(m.all, obj)
+	}
+}
+
+// decodeAs decodes strictly into a new T.
+func decodeAs[T any, PT interface {
+	*T
+	metav1.Object
+}](strict func(any)) PT {
+	o := PT(new(T))
+	strict(o)
+	return o
 }
 
 func mustRender(t *testing.T, vals map[string]any) *manifests {
