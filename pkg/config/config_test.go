@@ -213,6 +213,13 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 		{"worker with bad url", true, nil, map[string]string{"WORKER_CONTACTS_API_URL": "contacts"}, []string{"WORKER_CONTACTS_API_URL"}},
 		{"worker bad retry budget", true, nil, wk(map[string]string{"WORKER_RETRY_MAX_ELAPSED_TIME": "2 minutes"}), []string{"WORKER_RETRY_MAX_ELAPSED_TIME"}},
 		{"worker shrinking backoff", true, nil, wk(map[string]string{"WORKER_RETRY_MULTIPLIER": "0.5"}), []string{"WORKER_RETRY_MULTIPLIER"}},
+		{"replay rate too high", true, []string{"--replay-dlq", "--replay-rate", "2e9"}, nil, []string{"WORKER_REPLAY_RATE"}},
+		{"replay bad since", true, []string{"--replay-dlq", "--replay-since", "yesterday"}, nil, []string{"WORKER_REPLAY_SINCE", "RFC 3339"}},
+		{"replay window backwards", true, []string{"--replay-dlq", "--replay-since", "2026-11-26T10:00:00Z", "--replay-until", "2026-11-26T09:00:00Z"}, nil, []string{"WORKER_REPLAY_UNTIL"}},
+		{"replay bad kind", true, []string{"--replay-dlq", "--replay-error-kind", "fatal"}, nil, []string{"WORKER_REPLAY_ERROR_KIND"}},
+		{"replay guard off", true, []string{"--replay-dlq", "--replay-max-count", "0"}, nil, []string{"WORKER_REPLAY_MAX_COUNT"}},
+		{"enqueue outlasts write timeout", false, nil, gw(map[string]string{"GATEWAY_ENQUEUE_TIMEOUT": "30s"}), []string{"GATEWAY_ENQUEUE_TIMEOUT", "GATEWAY_WRITE_TIMEOUT"}},
+		{"body does not fit a record", false, nil, gw(map[string]string{"GATEWAY_MAX_BODY_BYTES": "2000000"}), []string{"KAFKA_MAX_MESSAGE_BYTES", "GATEWAY_MAX_BODY_BYTES"}},
 		{"worker empty group", true, []string{"--group-id="}, wk(nil), []string{"WORKER_GROUP_ID"}},
 	}
 	for _, tt := range tests {
@@ -235,6 +242,17 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 				t.Errorf("error %q reveals a secret", err)
 			}
 		})
+	}
+}
+
+// In replay mode the Contacts API is never called, so its URL is not required.
+func TestReplayModeNeedsNoContactsAPI(t *testing.T) {
+	c, err := LoadWorker([]string{"--replay-dlq", "--replay-event-type", "contact.created,contact.updated", "--replay-event-type", "contact.deleted"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Worker.Replay.DLQ || len(c.Worker.Replay.EventTypes) != 3 || c.Worker.Replay.MaxCount != 3 || c.Worker.Replay.GroupID != "contact-worker-dlq-replay" {
+		t.Errorf("got %+v", c.Worker.Replay)
 	}
 }
 

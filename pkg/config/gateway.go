@@ -113,6 +113,10 @@ func (c Gateway) validate() error {
 		return ss.Invalid("kafka.max_message_bytes", "%d cannot hold a body of %s=%d plus %d bytes of key and headers",
 			c.Kafka.MaxMessageBytes, ss.Lookup("gateway.max_body_bytes").Env(), g.MaxBodyBytes, RecordOverheadBytes)
 	}
+	// The 202 must still be writable when Kafka answers at the last moment.
+	if g.EnqueueTimeout >= g.WriteTimeout {
+		return ss.Invalid("gateway.enqueue_timeout", "%v must be shorter than %s (%v)", g.EnqueueTimeout, ss.Lookup("gateway.write_timeout").Env(), g.WriteTimeout)
+	}
 	return positive(ss, map[string]time.Duration{
 		"gateway.timestamp_tolerance": g.TimestampTolerance, "gateway.enqueue_timeout": g.EnqueueTimeout,
 		"gateway.retry_after": g.RetryAfter, "gateway.read_header_timeout": g.ReadHeaderTimeout,

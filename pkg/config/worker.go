@@ -174,8 +174,8 @@ func (r Replay) validate(ss Settings) error {
 	if r.MaxCount < 1 {
 		return ss.Invalid("worker.replay.max_count", "%d is less than 1", r.MaxCount)
 	}
-	if r.Rate < 0 {
-		return ss.Invalid("worker.replay.rate", "%v is negative", r.Rate)
+	if r.Rate < 0 || r.Rate > 1e6 {
+		return ss.Invalid("worker.replay.rate", "%v is not between 0 and 1000000 records per second", r.Rate)
 	}
 	return nil
 }

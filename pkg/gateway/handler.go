@@ -109,14 +109,16 @@ func (h *Handler) Serve(c echo.Context) error {
 	c.Set(ctxEventID, ev.EventID)
 
 	msg := record.NewEventMessage(h.Topic, ev, body, req.Header.Get(webhook.HeaderID), receivedAt)
-	ctx, cancel := context.WithTimeout(req.Context(), h.EnqueueTimeout)
+	// A sender that hangs up does not cut the wait short: the answer from
+	// Kafka is still logged and counted for what it is.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), h.EnqueueTimeout)
 	defer cancel()
 	start := time.Now()
 	err = h.Enqueuer.Enqueue(ctx, msg)
 	h.Metrics.enqueued(time.Since(start), err)
 	if err != nil {
 		c.Set(ctxError, err)
-		c.Response().Header().Set("Retry-After", strconv.Itoa(int(h.RetryAfter.Round(time.Second).Seconds())))
+		c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(h.RetryAfter.Round(time.Second).Seconds()))))
 		return fail(c, http.StatusServiceUnavailable, CodeKafkaUnavailable, "the event could not be enqueued; send it again", nil)
 	}
 	return c.JSON(http.StatusAccepted, AcceptedBody{Status: "accepted", EventID: ev.EventID})

@@ -93,7 +93,7 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 		kafka.Close(client, "kafka client", log)
 		return fmt.Errorf("creating producer: %w", err)
 	}
-	producer := NewProducer(ap)
+	producer := kafka.NewProducer(ap)
 	enqueuer.p.Store(producer)
 	go probe.Run(ctx, cfg.Kafka.HealthInterval)
 
@@ -127,7 +127,9 @@ var errKafkaNotConnected = errors.New("kafka not connected yet")
 
 // lateEnqueuer enqueues through a producer that exists only once Kafka has
 // been reached.
-type lateEnqueuer struct{ p atomic.Pointer[Producer] }
+type lateEnqueuer struct {
+	p atomic.Pointer[kafka.Producer]
+}
 
 func (l *lateEnqueuer) Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error {
 	p := l.p.Load()

@@ -20,7 +20,7 @@ func Connect(ctx context.Context, brokers []string, sc *sarama.Config, log zerol
 	b.MaxElapsedTime = 0 // until ctx ends
 	var client sarama.Client
 	op := func() error {
-		c, err := sarama.NewClient(brokers, sc)
+		c, err := newClient(ctx, brokers, sc)
 		if err != nil {
 			log.Warn().Err(err).Strs("brokers", brokers).Msg("kafka not reachable yet, retrying")
 			return err
@@ -50,4 +50,30 @@ func Provision(client sarama.Client, specs []TopicSpec, log zerolog.Logger) erro
 		return fmt.Errorf("provisioning topics: %w", err)
 	}
 	return nil
+}
+
+// newClient is sarama.NewClient that gives up when ctx ends: one attempt
+// against an unreachable broker can take its dial timeout times every
+// metadata retry, and a SIGTERM must not wait for that.
+func newClient(ctx context.Context, brokers []string, sc *sarama.Config) (sarama.Client, error) {
+	type result struct {
+		c   sarama.Client
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := sarama.NewClient(brokers, sc)
+		done <- result{c, err}
+	}()
+	select {
+	case r := <-done:
+		return r.c, r.err
+	case <-ctx.Done():
+		go func() { // close the client if it connects after all
+			if r := <-done; r.c != nil {
+				r.c.Close()
+			}
+		}()
+		return nil, backoff.Permanent(ctx.Err())
+	}
 }

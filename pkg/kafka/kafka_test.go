@@ -1,11 +1,14 @@
 package kafka
 
 import (
+	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/acmecrm/integration-service/pkg/config"
@@ -147,5 +150,44 @@ func TestProbe(t *testing.T) {
 	cluster.Close()
 	if err := p.check(); err == nil {
 		t.Error("closed cluster: got ready, want an error")
+	}
+}
+
+func TestMinInSyncReplicas(t *testing.T) {
+	for _, tt := range []struct {
+		rf   int16
+		want int
+	}{{1, 1}, {2, 2}, {3, 2}, {5, 2}} {
+		if got := MinInSyncReplicas(tt.rf); got != tt.want {
+			t.Errorf("replication factor %d: got %d, want %d", tt.rf, got, tt.want)
+		}
+	}
+}
+
+// A broker that accepts connections and never answers must not keep a
+// stopping binary waiting: Connect returns as soon as ctx ends.
+func TestConnectStopsWithContext(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold it open, say nothing
+		}
+	}()
+	c := testKafka(ln.Addr().String())
+	sc, _ := NewConfig(c)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = Connect(ctx, c.Brokers, sc, zerolog.Nop())
+	if err == nil || time.Since(start) > 3*time.Second {
+		t.Errorf("got %v after %v, want an error soon after the context ended", err, time.Since(start))
 	}
 }

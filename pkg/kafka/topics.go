@@ -28,6 +28,13 @@ func Topics(c config.Kafka) []TopicSpec {
 	}
 }
 
+// MinInSyncReplicas is the min.insync.replicas of a created topic: acks=all
+// means "written to at least this many replicas", so with 3 replicas a 202
+// survives the loss of one broker's disk. One for a single-replica topic.
+func MinInSyncReplicas(replicationFactor int16) int {
+	return int(min(replicationFactor, 2))
+}
+
 // TopicAdmin is the part of sarama.ClusterAdmin that provisioning needs.
 type TopicAdmin interface {
 	ListTopics() (map[string]sarama.TopicDetail, error)
@@ -35,7 +42,7 @@ type TopicAdmin interface {
 }
 
 // EnsureTopics creates the topics of specs that do not exist yet, with their
-// retention.ms and max.message.bytes, and returns the names it created. Existing topics are left as
+// retention.ms, max.message.bytes and min.insync.replicas, and returns the names it created. Existing topics are left as
 // they are: whoever manages them decides their settings. Another replica
 // creating the same topic at the same moment is not an error.
 func EnsureTopics(admin TopicAdmin, specs []TopicSpec) ([]string, error) {
@@ -50,10 +57,13 @@ func EnsureTopics(admin TopicAdmin, specs []TopicSpec) ([]string, error) {
 		}
 		retention := strconv.FormatInt(s.Retention.Milliseconds(), 10)
 		maxBytes := strconv.Itoa(s.MaxMessageBytes)
+		minISR := strconv.Itoa(MinInSyncReplicas(s.ReplicationFactor))
 		detail := &sarama.TopicDetail{
 			NumPartitions:     s.Partitions,
 			ReplicationFactor: s.ReplicationFactor,
-			ConfigEntries:     map[string]*string{"retention.ms": &retention, "max.message.bytes": &maxBytes},
+			ConfigEntries: map[string]*string{
+				"retention.ms": &retention, "max.message.bytes": &maxBytes, "min.insync.replicas": &minISR,
+			},
 		}
 		err := admin.CreateTopic(s.Name, detail, false)
 		if errors.Is(err, sarama.ErrTopicAlreadyExists) {

@@ -116,6 +116,10 @@ func Run(ctx context.Context, cfg config.Worker, log zerolog.Logger, out io.Writ
 	return sum, rp.enc.Encode(sum)
 }
 
+// endIdle is how long a partition may give no record before its end is
+// taken as reached.
+const endIdle = 10 * time.Second
+
 // run is the state of one replay across partitions.
 type run struct {
 	cfg      config.Replay
@@ -163,7 +167,15 @@ func (rp *run) partition(ctx context.Context, client sarama.Client, consumer sar
 			return rp.commit(offsets, pom, ctx.Err())
 		case cerr := <-pc.Errors():
 			return rp.commit(offsets, pom, fmt.Errorf("reading %s/%d: %w", dlq, p, cerr))
+		case <-time.After(endIdle):
+			// Offsets below the end that hold no record (transaction markers,
+			// compaction) never arrive: do not wait for them forever.
+			log.Warn().Int64("next", next).Msg("no record before the end; the rest of the partition holds none")
+			return rp.commit(offsets, pom, nil)
 		case m = <-pc.Messages():
+		}
+		if m.Offset >= end {
+			break // dead-lettered after the run started: the next run's
 		}
 		next = m.Offset + 1
 		e := EntryOf(m)

@@ -11,11 +11,18 @@ import (
 	"github.com/acmecrm/integration-service/pkg/record"
 )
 
+// Sender sends one record and waits for Kafka's acknowledgement, or for ctx
+// to end (kafka.Producer).
+type Sender interface {
+	Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error
+}
+
 // Publisher dead-letters records through a durable (acks=all, idempotent)
 // producer, retrying until Kafka acknowledges or ctx ends: an event is never
-// skipped because the dead-letter topic was briefly unavailable.
+// skipped because the dead-letter topic was briefly unavailable, and a stop
+// or a revoked partition is never held up by a send that hangs.
 type Publisher struct {
-	Producer sarama.SyncProducer
+	Producer Sender
 	Topic    string
 	Metrics  *Metrics
 	Log      zerolog.Logger
@@ -29,10 +36,10 @@ func (p *Publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f
 	b.MaxElapsedTime = 0 // until it works or we stop
 	return backoff.RetryNotify(func() error {
 		// A fresh message each try: sarama keeps per-send state in it.
-		_, _, err := p.Producer.SendMessage(record.DeadLetterMessage(p.Topic, m, f))
-		return err
+		return p.Producer.Enqueue(ctx, record.DeadLetterMessage(p.Topic, m, f))
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
 		p.Metrics.dlqPublishFailures.Inc()
-		p.Log.Error().Err(err).Int32("partition", m.Partition).Int64("offset", m.Offset).Dur("retry_in", wait).Msg("dead-letter publish failed, retrying")
+		p.Log.Error().Err(err).Str("event_id", eventID(m)).Int32("partition", m.Partition).Int64("offset", m.Offset).
+			Dur("retry_in", wait).Msg("dead-letter publish failed, retrying")
 	})
 }

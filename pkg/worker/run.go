@@ -82,11 +82,11 @@ func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
 	defer kafka.Close(producerClient, "producer client", log)
 	go probe.Run(ctx, cfg.Kafka.HealthInterval)
 
-	dlqProducer, err := sarama.NewSyncProducerFromClient(producerClient)
+	ap, err := sarama.NewAsyncProducerFromClient(producerClient)
 	if err != nil {
 		return fmt.Errorf("creating dead-letter producer: %w", err)
 	}
-	defer kafka.Close(dlqProducer, "dead-letter producer", log)
+	dlqProducer := kafka.NewProducer(ap)
 	group, err := sarama.NewConsumerGroup(cfg.Kafka.Brokers, w.GroupID, csc)
 	if err != nil {
 		return fmt.Errorf("joining consumer group %s: %w", w.GroupID, err)
@@ -126,6 +126,7 @@ func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
 		if !consumeDone {
 			<-consumed
 		}
+		dlqProducer.Close()
 		stopped <- cerr
 	}()
 	select {

@@ -36,12 +36,20 @@ func TestBinariesProvisionTopicsOnRealBroker(t *testing.T) {
 		if got := len(m.Partitions); got != want[m.Name].partitions {
 			t.Errorf("topic %s: got %d partitions, want %d", m.Name, got, want[m.Name].partitions)
 		}
-		entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: m.Name, ConfigNames: []string{"retention.ms"}})
+		entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: m.Name,
+			ConfigNames: []string{"retention.ms", "max.message.bytes", "min.insync.replicas"}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(entries) != 1 || entries[0].Value != want[m.Name].retention {
-			t.Errorf("topic %s: got retention.ms %v, want %s", m.Name, entries, want[m.Name].retention)
+		got := map[string]string{}
+		for _, e := range entries {
+			got[e.Name] = e.Value
+		}
+		wantCfg := map[string]string{"retention.ms": want[m.Name].retention, "max.message.bytes": "1179648", "min.insync.replicas": "1"}
+		for k, v := range wantCfg {
+			if got[k] != v {
+				t.Errorf("topic %s: got %s=%q, want %q", m.Name, k, got[k], v)
+			}
 		}
 	}
 	gw.stop(t)

@@ -1,4 +1,4 @@
-package gateway
+package kafka
 
 import (
 	"context"
@@ -11,9 +11,10 @@ import (
 // ErrProducerClosed is returned by Enqueue after Close.
 var ErrProducerClosed = errors.New("producer closed")
 
-// Producer enqueues records through one sarama AsyncProducer shared by all
-// requests, so concurrent requests are batched into shared produce requests,
-// and tells each caller when its own record was acknowledged.
+// Producer sends records through one sarama AsyncProducer shared by all
+// callers, so concurrent sends are batched into shared produce requests, and
+// tells each caller when its own record was acknowledged. Unlike sarama's
+// SyncProducer, a caller's wait ends with its context.
 type Producer struct {
 	ap     sarama.AsyncProducer
 	mu     sync.RWMutex // held for reading while sending to Input, so Close never races a send

@@ -1,4 +1,4 @@
-package gateway
+package kafka
 
 import (
 	"context"
@@ -12,12 +12,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/acmecrm/integration-service/pkg/config"
-	"github.com/acmecrm/integration-service/pkg/kafka"
 )
 
 func kfakeProducer(t *testing.T, cluster *kfake.Cluster) *Producer {
 	t.Helper()
-	sc, err := kafka.NewProducerConfig(config.Kafka{
+	sc, err := NewProducerConfig(config.Kafka{
 		Brokers: cluster.ListenAddrs(), ClientID: "acme-integration", Version: "3.9.0",
 		RetryBackoff: 10 * time.Millisecond, RetryMax: 8, DialTimeout: time.Second, MaxMessageBytes: 1 << 20,
 	})
