@@ -41,7 +41,7 @@ test-short: ## Unit tests only (no broker needed).
 	$(GO) test -race -short ./...
 
 .PHONY: bench
-bench: ## Measure the gateway on the local broker against Kafka's own perf tool (medians of RUNS=5).
+bench: ## Measure gateway, worker and end to end on the local broker against Kafka's own perf tools (medians of RUNS=5).
 	scripts/with-kafka.sh scripts/bench.sh
 
 .PHONY: build

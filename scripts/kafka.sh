@@ -55,7 +55,7 @@ fetch() {
 
 java_cmd() { java -Xshare:auto -cp "$libs/*" -Dlog4j2.configurationFile="$run/log4j2.properties" "$@"; }
 
-tool() { # run one of Kafka's tools with the broker's bootstrap server
+tool() { # run one of Kafka's tools with the fetched jars and log config
   fetch
   mkdir -p "$run" && write_log_config
   java_cmd "$@"
@@ -172,6 +172,5 @@ case "${1:-}" in
   fetch) fetch ;;
   tool) shift; tool "$@" ;;
   reset) down; rm -rf "$run"; say "data deleted" ;;
-  classpath) fetch; echo "$libs/*" ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

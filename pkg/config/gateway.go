@@ -1,12 +1,12 @@
 package config
 
 import (
-	"encoding/base64"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/acmecrm/integration-service/configs"
+	"github.com/acmecrm/integration-service/pkg/webhook"
 )
 
 // Gateway is the configuration of webhook-gateway.
@@ -90,12 +90,8 @@ func (c Gateway) validate() error {
 	}
 	for i, s := range g.WebhookSecrets {
 		// Never echo the secret itself: say which one is wrong.
-		key, ok := strings.CutPrefix(s, "whsec_")
-		if !ok {
-			return ss.Invalid("gateway.webhook_secrets", "secret #%d does not start with whsec_", i+1)
-		}
-		if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) == 0 {
-			return ss.Invalid("gateway.webhook_secrets", "secret #%d is not whsec_ followed by standard base64", i+1)
+		if _, err := webhook.DecodeSecret(s); err != nil {
+			return ss.Invalid("gateway.webhook_secrets", "secret #%d: %v", i+1, err)
 		}
 	}
 	if err := ss.Required("gateway.listen_addr", g.ListenAddr == ""); err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/viper"
 )
 
-// ErrHelp is returned by Load when --help was asked for; the usage has been
+// ErrHelp is returned by LoadGateway and LoadWorker when --help was asked for; the usage has been
 // written and the binary should exit 0.
 var ErrHelp = pflag.ErrHelp
 

@@ -79,9 +79,11 @@ func (h *Handler) Serve(c echo.Context) error {
 	if !isJSON(req.Header.Get(echo.HeaderContentType)) {
 		return fail(c, http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type must be application/json", nil)
 	}
-	tooLarge := "body exceeds " + strconv.FormatInt(h.MaxBodyBytes, 10) + " bytes"
+	tooLarge := func() error {
+		return fail(c, http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "body exceeds "+strconv.FormatInt(h.MaxBodyBytes, 10)+" bytes", nil)
+	}
 	if req.ContentLength > h.MaxBodyBytes {
-		return fail(c, http.StatusRequestEntityTooLarge, CodePayloadTooLarge, tooLarge, nil)
+		return tooLarge()
 	}
 	// Read at most one byte past the limit: never an unbounded read.
 	body, err := io.ReadAll(io.LimitReader(req.Body, h.MaxBodyBytes+1))
@@ -89,7 +91,7 @@ func (h *Handler) Serve(c echo.Context) error {
 		return fail(c, http.StatusBadRequest, CodeUnreadableBody, "reading body: "+err.Error(), nil)
 	}
 	if int64(len(body)) > h.MaxBodyBytes {
-		return fail(c, http.StatusRequestEntityTooLarge, CodePayloadTooLarge, tooLarge, nil)
+		return tooLarge()
 	}
 	receivedAt := h.Now()
 

@@ -11,6 +11,10 @@ import (
 	"github.com/acmecrm/integration-service/pkg/ops"
 )
 
+// latencyBuckets span a loopback acknowledgement (about a millisecond) to
+// the enqueue timeout.
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
 // Metrics are the gateway's Prometheus metrics.
 type Metrics struct {
 	requests       *prometheus.CounterVec
@@ -29,14 +33,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"route", "method", "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "gateway_http_request_duration_seconds", Help: "HTTP request latency by route.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+			Buckets: latencyBuckets,
 		}, []string{"route"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gateway_http_requests_in_flight", Help: "HTTP requests being served.",
 		}),
 		enqueue: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "gateway_enqueue_duration_seconds", Help: "Time from handing a record to the producer to Kafka's acks=all answer, by outcome.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+			Buckets: latencyBuckets,
 		}, []string{"outcome"}),
 		producerErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gateway_producer_errors_total", Help: "Records Kafka did not acknowledge in time or refused (answered 503).",

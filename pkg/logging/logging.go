@@ -29,7 +29,7 @@ func New(c config.Log, service string, w io.Writer) (zerolog.Logger, error) {
 }
 
 func init() {
-	// Milliseconds are enough to order a request's lines, and RFC 3339 keeps
-	// them readable by every log pipeline.
+	// RFC 3339 with nanoseconds: readable by every log pipeline, and fine
+	// enough to order the lines of one request.
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 }

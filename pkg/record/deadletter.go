@@ -1,6 +1,8 @@
 package record
 
 import (
+	"cmp"
+	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
@@ -56,22 +58,11 @@ type Failure struct {
 // value, the original headers (less any dlq_ ones but the replay count),
 // plus the dlq_ headers that say where it came from and why it failed.
 func DeadLetterMessage(dlqTopic string, m *sarama.ConsumerMessage, f Failure) *sarama.ProducerMessage {
-	headers := make([]sarama.RecordHeader, 0, len(m.Headers)+8)
-	for _, h := range m.Headers {
-		if h == nil {
-			continue
-		}
-		k := string(h.Key)
-		if strings.HasPrefix(k, DLQHeaderPrefix) && k != HeaderDLQReplayCount {
-			continue
-		}
-		headers = append(headers, sarama.RecordHeader{Key: h.Key, Value: h.Value})
-	}
 	msg := f.Err.Error()
 	if len(msg) > MaxErrorBytes {
 		msg = msg[:MaxErrorBytes]
 	}
-	headers = append(headers,
+	return carry(dlqTopic, m, HeaderDLQReplayCount,
 		header(HeaderDLQOriginalTopic, m.Topic),
 		header(HeaderDLQOriginalPartition, strconv.Itoa(int(m.Partition))),
 		header(HeaderDLQOriginalOffset, strconv.FormatInt(m.Offset, 10)),
@@ -81,7 +72,22 @@ func DeadLetterMessage(dlqTopic string, m *sarama.ConsumerMessage, f Failure) *s
 		header(HeaderDLQFailedAt, f.FailedAt.UTC().Format(time.RFC3339Nano)),
 		header(HeaderDLQConsumerGroup, f.Group),
 	)
-	out := &sarama.ProducerMessage{Topic: dlqTopic, Value: sarama.ByteEncoder(m.Value), Headers: headers}
+}
+
+// carry returns a record of m for topic: the same key and value, m's headers
+// less the dlq_ ones (but keep, when not empty), then extra.
+func carry(topic string, m *sarama.ConsumerMessage, keep string, extra ...sarama.RecordHeader) *sarama.ProducerMessage {
+	headers := make([]sarama.RecordHeader, 0, len(m.Headers)+len(extra))
+	for _, h := range m.Headers {
+		if h == nil {
+			continue
+		}
+		if k := string(h.Key); strings.HasPrefix(k, DLQHeaderPrefix) && k != keep {
+			continue
+		}
+		headers = append(headers, sarama.RecordHeader{Key: h.Key, Value: h.Value})
+	}
+	out := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(m.Value), Headers: append(headers, extra...)}
 	if m.Key != nil {
 		out.Key = sarama.ByteEncoder(m.Key)
 	}
@@ -112,17 +118,24 @@ func ReplayCount(headers []*sarama.RecordHeader) int {
 // topic: its key, value and original headers, every dlq_ header dropped but
 // dlq_replay_count, which is one more than before.
 func ReplayMessage(topic string, m *sarama.ConsumerMessage) *sarama.ProducerMessage {
-	headers := make([]sarama.RecordHeader, 0, len(m.Headers))
-	for _, h := range m.Headers {
-		if h == nil || strings.HasPrefix(string(h.Key), DLQHeaderPrefix) {
-			continue
-		}
-		headers = append(headers, sarama.RecordHeader{Key: h.Key, Value: h.Value})
+	return carry(topic, m, "", header(HeaderDLQReplayCount, strconv.Itoa(ReplayCount(m.Headers)+1)))
+}
+
+// Identity returns the event id and type of an event record: its ce_id and
+// ce_type headers, else the event_id and event_type of its body (a record
+// that never passed the gateway), else empty.
+func Identity(m *sarama.ConsumerMessage) (id, eventType string) {
+	id, _ = Header(m.Headers, HeaderID)
+	eventType, _ = Header(m.Headers, HeaderType)
+	if id != "" && eventType != "" {
+		return id, eventType
 	}
-	headers = append(headers, header(HeaderDLQReplayCount, strconv.Itoa(ReplayCount(m.Headers)+1)))
-	out := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(m.Value), Headers: headers}
-	if m.Key != nil {
-		out.Key = sarama.ByteEncoder(m.Key)
+	var body struct {
+		EventID   string `json:"event_id"`
+		EventType string `json:"event_type"`
 	}
-	return out
+	if json.Unmarshal(m.Value, &body) == nil {
+		id, eventType = cmp.Or(id, body.EventID), cmp.Or(eventType, body.EventType)
+	}
+	return id, eventType
 }

@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -23,35 +22,18 @@ type Entry struct {
 	ReplayCount int       `json:"replay_count"`
 }
 
-// EntryOf reads a dead-lettered record's headers. An invalid event may lack
-// the ce_ headers (it never passed the gateway); its body is then asked.
+// EntryOf reads a dead-lettered record's headers (and, for a record that
+// never passed the gateway, its body).
 func EntryOf(m *sarama.ConsumerMessage) Entry {
 	h := func(k string) string { v, _ := record.Header(m.Headers, k); return v }
 	e := Entry{
 		Partition: m.Partition, Offset: m.Offset, Key: string(m.Key),
-		EventID: h(record.HeaderID), EventType: h(record.HeaderType),
 		ErrorKind: h(record.HeaderDLQErrorKind), Error: h(record.HeaderDLQError),
 		ReplayCount: record.ReplayCount(m.Headers),
 	}
+	e.EventID, e.EventType = record.Identity(m)
 	e.FailedAt, _ = time.Parse(time.RFC3339Nano, h(record.HeaderDLQFailedAt))
-	if e.EventID == "" || e.EventType == "" {
-		var body struct {
-			EventID   string `json:"event_id"`
-			EventType string `json:"event_type"`
-		}
-		if json.Unmarshal(m.Value, &body) == nil {
-			e.EventID = firstNonEmpty(e.EventID, body.EventID)
-			e.EventType = firstNonEmpty(e.EventType, body.EventType)
-		}
-	}
 	return e
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // Filter keeps the entries an SRE chose. Every empty criterion matches all.

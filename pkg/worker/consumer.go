@@ -4,7 +4,6 @@ import (
 	"strconv"
 
 	"github.com/IBM/sarama"
-	"github.com/rs/zerolog"
 )
 
 // groupHandler is the sarama consumer-group handler: one ConsumeClaim per
@@ -14,25 +13,23 @@ import (
 // after its event was applied or dead-lettered, so the committed offset
 // never passes an unapplied event.
 type groupHandler struct {
-	proc    *Processor
-	metrics *Metrics
-	log     zerolog.Logger
+	proc *Processor
 }
 
 func (h *groupHandler) Setup(s sarama.ConsumerGroupSession) error {
-	h.log.Info().Interface("claims", s.Claims()).Int32("generation", s.GenerationID()).Str("member", s.MemberID()).Msg("partitions assigned")
+	h.proc.Log.Info().Interface("claims", s.Claims()).Int32("generation", s.GenerationID()).Str("member", s.MemberID()).Msg("partitions assigned")
 	return nil
 }
 
 // Cleanup commits what was marked before the session ends (rebalance or stop).
 func (h *groupHandler) Cleanup(s sarama.ConsumerGroupSession) error {
 	s.Commit()
-	h.log.Info().Int32("generation", s.GenerationID()).Msg("session ended, offsets committed")
+	h.proc.Log.Info().Int32("generation", s.GenerationID()).Msg("session ended, offsets committed")
 	return nil
 }
 
 func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	lag := h.metrics.lag.WithLabelValues(claim.Topic(), strconv.Itoa(int(claim.Partition())))
+	lag := h.proc.Metrics.lag.WithLabelValues(claim.Topic(), strconv.Itoa(int(claim.Partition())))
 	for {
 		select {
 		case m, ok := <-claim.Messages():

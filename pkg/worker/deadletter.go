@@ -34,12 +34,13 @@ func (p *Publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f
 	b.InitialInterval = 200 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
 	b.MaxElapsedTime = 0 // until it works or we stop
+	id, _ := record.Identity(m)
 	return backoff.RetryNotify(func() error {
 		// A fresh message each try: sarama keeps per-send state in it.
 		return p.Producer.Enqueue(ctx, record.DeadLetterMessage(p.Topic, m, f))
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
 		p.Metrics.dlqPublishFailures.Inc()
-		p.Log.Error().Err(err).Str("event_id", eventID(m)).Int32("partition", m.Partition).Int64("offset", m.Offset).
+		p.Log.Error().Err(err).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).
 			Dur("retry_in", wait).Msg("dead-letter publish failed, retrying")
 	})
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -72,7 +71,8 @@ type Processor struct {
 // revoked): the event is then neither applied nor dead-lettered, and another
 // member will get it again.
 func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) Outcome {
-	log := p.Log.With().Str("event_id", eventID(m)).Int32("partition", m.Partition).Int64("offset", m.Offset).Logger()
+	id, _ := record.Identity(m)
+	log := p.Log.With().Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).Logger()
 
 	ev, err := acmecrm.Parse(m.Value)
 	if err != nil {
@@ -120,17 +120,4 @@ func (p *Processor) deadLetter(ctx context.Context, log zerolog.Logger, m *saram
 	p.Metrics.deadLettered.WithLabelValues(string(f.Kind)).Inc()
 	log.Error().Err(f.Err).Str("kind", string(f.Kind)).Int("attempts", f.Attempts).Msg("dead-lettered")
 	return DeadLettered
-}
-
-// eventID names the event of m for logs: its ce_id header, else the
-// event_id of its body, else empty (a record that is not an event at all).
-func eventID(m *sarama.ConsumerMessage) string {
-	if id, ok := record.Header(m.Headers, record.HeaderID); ok {
-		return id
-	}
-	var body struct {
-		EventID string `json:"event_id"`
-	}
-	_ = json.Unmarshal(m.Value, &body)
-	return body.EventID
 }

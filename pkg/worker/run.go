@@ -102,8 +102,6 @@ func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
 			Log:      log,
 			Now:      time.Now,
 		},
-		metrics: metrics,
-		log:     log,
 	}
 	consumed := make(chan error, 1)
 	go func() { consumed <- consume(ctx, group, cfg.Kafka.Topic, handler, log) }()

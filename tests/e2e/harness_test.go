@@ -93,10 +93,7 @@ type binary struct {
 // ends or stop is called, and waits until its /readyz answers 200.
 func start(t testing.TB, name string, run func(context.Context, []string, func(string) string, *syncBuffer) error, addr string, env map[string]string) *binary {
 	t.Helper()
-	full := map[string]string{"KAFKA_BROKERS": brokers, "LOG_LEVEL": "debug"}
-	for k, v := range env {
-		full[k] = v
-	}
+	full := merge(map[string]string{"KAFKA_BROKERS": brokers, "LOG_LEVEL": "debug"}, env)
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &binary{name: name, addr: addr, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { b.done <- run(ctx, nil, func(k string) string { return full[k] }, b.logs) }()
@@ -129,7 +126,7 @@ func (b *binary) stop(t testing.TB) {
 func startGateway(t testing.TB, env map[string]string) *binary {
 	t.Helper()
 	addr := freeAddr(t)
-	env = withDefault(env, "GATEWAY_LISTEN_ADDR", addr)
+	env = merge(map[string]string{"GATEWAY_LISTEN_ADDR": addr}, env)
 	return start(t, "webhook-gateway", func(ctx context.Context, args []string, getenv func(string) string, out *syncBuffer) error {
 		return gateway.Run(ctx, "test", args, getenv, out, out)
 	}, env["GATEWAY_LISTEN_ADDR"], env)
@@ -138,18 +135,10 @@ func startGateway(t testing.TB, env map[string]string) *binary {
 func startWorker(t testing.TB, env map[string]string) *binary {
 	t.Helper()
 	addr := freeAddr(t)
-	env = withDefault(env, "WORKER_HTTP_ADDR", addr)
+	env = merge(map[string]string{"WORKER_HTTP_ADDR": addr}, env)
 	return start(t, "contact-worker", func(ctx context.Context, args []string, getenv func(string) string, out *syncBuffer) error {
 		return worker.Run(ctx, "test", args, getenv, out, out)
 	}, env["WORKER_HTTP_ADDR"], env)
-}
-
-func withDefault(env map[string]string, key, val string) map[string]string {
-	out := map[string]string{key: val}
-	for k, v := range env {
-		out[k] = v
-	}
-	return out
 }
 
 // waitStatus polls url until it answers want, or fails the test.

@@ -93,17 +93,6 @@ func (s *Server) Contact(id string) (json.RawMessage, bool) {
 	return c, ok
 }
 
-// Contacts returns a copy of every stored contact by id.
-func (s *Server) Contacts() map[string]json.RawMessage {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]json.RawMessage, len(s.contacts))
-	for k, v := range s.contacts {
-		out[k] = v
-	}
-	return out
-}
-
 // CallCount returns how many calls were answered so far.
 func (s *Server) CallCount() int {
 	s.mu.Lock()
