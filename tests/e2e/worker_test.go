@@ -207,7 +207,7 @@ func TestWorkerDeadLetters(t *testing.T) {
 	api, url := contactsAPI(t)
 	topics := topicEnv(t)
 	topics["KAFKA_TOPIC_PARTITIONS"] = "1" // one partition: "after it" is well defined
-	startWorker(t, workerEnv(topics, url, map[string]string{"WORKER_RETRY_MAX_ELAPSED_TIME": "1s", "KAFKA_TOPIC_PARTITIONS": "1"}))
+	wk := startWorker(t, workerEnv(topics, url, map[string]string{"WORKER_RETRY_MAX_ELAPSED_TIME": "1s", "KAFKA_TOPIC_PARTITIONS": "1"}))
 	_ = api.Fail(standin.Failure{ContactID: "down", Status: 503})
 	_ = api.Fail(standin.Failure{ContactID: "rejected", Status: 400})
 	p := newProducer(t)
@@ -278,6 +278,12 @@ func TestWorkerDeadLetters(t *testing.T) {
 	if offsets[0] != "0" || offsets[1] != "1" {
 		t.Errorf("original offsets %v, want 0 and 1", offsets)
 	}
+	// Applied and dead-lettered events alike are committed: a clean stop
+	// leaves the group's position after the last of the 5 records.
+	wk.stop(t)
+	if got := committed(t, topics["WORKER_GROUP_ID"], topic); got[0] != 5 {
+		t.Errorf("committed offset %v, want 5", got)
+	}
 }
 
 // Two members share the partitions and together apply every event; one
@@ -327,6 +333,20 @@ func TestWorkerFleetSharesAndSurvivesAMemberStopping(t *testing.T) {
 			t.Errorf("%s: final first_name %q, want the last update", c, got)
 		}
 	}
+}
+
+// committed returns the group's committed offset of each partition of topic.
+func committed(t testing.TB, group, topic string) map[int32]int64 {
+	t.Helper()
+	resp, err := newAdmin(t).ListConsumerGroupOffsets(group, nil)
+	if err != nil {
+		t.Fatalf("offsets of %s: %v", group, err)
+	}
+	out := map[int32]int64{}
+	for p, b := range resp.Blocks[topic] {
+		out[p] = b.Offset
+	}
+	return out
 }
 
 // holdsPartitions reports whether the member's latest assignment is not empty.
@@ -383,6 +403,13 @@ func TestWorkerKilledWhileRetryingLosesNothing(t *testing.T) {
 		}
 		return n >= 3
 	})
+	// The event before it is committed (autocommit, every second); the stuck
+	// one never is, however long it is retried.
+	eventually(t, 10*time.Second, "the first event committed", func() bool {
+		return committed(t, topics["WORKER_GROUP_ID"], topics["KAFKA_TOPIC"])[0] == 1
+	})
+	calls := api.CallCount()
+	eventually(t, 10*time.Second, "more retries after that commit", func() bool { return api.CallCount() >= calls+3 })
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -391,8 +418,12 @@ func TestWorkerKilledWhileRetryingLosesNothing(t *testing.T) {
 		t.Fatalf("before the kill: want only the first event applied; calls %v", api.Calls())
 	}
 
+	// Killed mid-retry: the committed position is at the stuck event, not past it.
+	if got := committed(t, topics["WORKER_GROUP_ID"], topics["KAFKA_TOPIC"]); got[0] != 1 {
+		t.Errorf("committed offset after the kill %v, want 1 (the stuck event, not past it)", got)
+	}
 	api.ClearFailures()
-	startWorker(t, env) // same group: resumes from the committed offset
+	again := startWorker(t, env) // same group: resumes from the committed offset
 	eventually(t, 60*time.Second, "the stuck and later events applied", func() bool {
 		return firstName(t, api, "stuck") == "B" && firstName(t, api, "after") == "C"
 	})
@@ -402,5 +433,9 @@ func TestWorkerKilledWhileRetryingLosesNothing(t *testing.T) {
 	order := applied(api)
 	if strings.Join(order["before"], ",") != "evt_before" || strings.Join(order["stuck"], ",") != "evt_stuck" {
 		t.Errorf("applied %v", order)
+	}
+	again.stop(t)
+	if got := committed(t, topics["WORKER_GROUP_ID"], topics["KAFKA_TOPIC"]); got[0] != 3 {
+		t.Errorf("committed offset after the restart %v, want 3", got)
 	}
 }
