@@ -29,6 +29,19 @@ type WorkerFleet struct {
 	ContactsAPITimeout time.Duration `mapstructure:"contacts_api_timeout"`
 	// Retry is the backoff of transient Contacts API failures.
 	Retry Retry `mapstructure:"retry"`
+	// MaxInFlight bounds the events being applied at once by this process,
+	// across every partition it holds.
+	MaxInFlight int `mapstructure:"max_in_flight"`
+	// PartitionBuffer bounds the records of one partition read but not yet
+	// finished (waiting for their contact, or being applied); at the bound
+	// the partition is not read further (back-pressure).
+	PartitionBuffer int `mapstructure:"partition_buffer"`
+	// Ordering is what must be applied one after another: "key" (each
+	// contact's events, different contacts concurrently) or "partition"
+	// (every event of a partition, one at a time).
+	Ordering string `mapstructure:"ordering"`
+	// Outage detects a Contacts API that fails for everyone.
+	Outage Outage `mapstructure:"outage"`
 	// Replay holds the DLQ replay mode's settings.
 	Replay Replay `mapstructure:"replay"`
 	// HTTPAddr serves /healthz, /readyz and /metrics.
@@ -47,6 +60,32 @@ type Retry struct {
 	MaxInterval time.Duration `mapstructure:"max_interval"`
 	// MaxElapsedTime is the whole budget; past it the event is dead-lettered.
 	MaxElapsedTime time.Duration `mapstructure:"max_elapsed_time"`
+}
+
+// The orderings of WorkerFleet.Ordering.
+const (
+	OrderingKey       = "key"
+	OrderingPartition = "partition"
+)
+
+// Outage decides when transient failures are widespread enough to be an
+// outage of the Contacts API rather than a problem of some contacts: within
+// Window, at least MinCalls calls were made, at least FailureRatio of them
+// failed transiently, and the failures touched at least MinContacts
+// contacts. During an outage no new records are taken, nothing is
+// dead-lettered for running out of retry time, and one call per
+// ProbeInterval tests the API; the first call it answers ends the outage.
+type Outage struct {
+	// Window is how far back calls are counted.
+	Window time.Duration `mapstructure:"window"`
+	// MinCalls is the fewest calls in the window that can make an outage.
+	MinCalls int `mapstructure:"min_calls"`
+	// FailureRatio is the share of transient failures (0 to 1) that makes one.
+	FailureRatio float64 `mapstructure:"failure_ratio"`
+	// MinContacts is the fewest distinct failing contacts that make one.
+	MinContacts int `mapstructure:"min_contacts"`
+	// ProbeInterval spaces the calls made while the API is out.
+	ProbeInterval time.Duration `mapstructure:"probe_interval"`
 }
 
 // Replay selects and paces the dead-lettered records a replay republishes.
@@ -87,6 +126,14 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.retry.multiplier", Kind: Float, Usage: "growth of the wait after each attempt (1 or more)"},
 	Setting{Key: "worker.retry.max_interval", Kind: Duration, Usage: "longest single wait between attempts"},
 	Setting{Key: "worker.retry.max_elapsed_time", Kind: Duration, Usage: "retry budget of one event before it is dead-lettered"},
+	Setting{Key: "worker.max_in_flight", Kind: Int, Usage: "events applied at once by this process, across its partitions"},
+	Setting{Key: "worker.partition_buffer", Kind: Int, Usage: "records of one partition read but not finished before it is no longer read (back-pressure)"},
+	Setting{Key: "worker.ordering", Kind: String, Usage: "what is applied one at a time: key (each contact; contacts concurrently) or partition"},
+	Setting{Key: "worker.outage.window", Kind: Duration, Usage: "outage detection: how far back Contacts API calls are counted"},
+	Setting{Key: "worker.outage.min_calls", Kind: Int, Usage: "outage detection: fewest calls in the window that can make an outage"},
+	Setting{Key: "worker.outage.failure_ratio", Kind: Float, Usage: "outage detection: share of calls failing transiently (0-1) that makes an outage"},
+	Setting{Key: "worker.outage.min_contacts", Kind: Int, Usage: "outage detection: fewest distinct failing contacts that make an outage"},
+	Setting{Key: "worker.outage.probe_interval", Kind: Duration, Usage: "during an outage, one Contacts API call per this interval tests it"},
 	Setting{Key: "worker.replay.dlq", Kind: Bool, Usage: "replay dead-lettered events to the events topic, then exit"},
 	Setting{Key: "worker.replay.group_id", Kind: String, Usage: "consumer group remembering the replay position"},
 	Setting{Key: "worker.replay.from_beginning", Kind: Bool, Usage: "replay: ignore the remembered position, read the whole DLQ"},
@@ -144,10 +191,29 @@ func (c Worker) validate() error {
 	if w.Retry.MaxInterval < w.Retry.InitialInterval {
 		return ss.Invalid("worker.retry.max_interval", "%v is shorter than the initial interval %v", w.Retry.MaxInterval, w.Retry.InitialInterval)
 	}
+	if w.MaxInFlight < 1 || w.MaxInFlight > 100000 {
+		return ss.Invalid("worker.max_in_flight", "%d is not between 1 and 100000", w.MaxInFlight)
+	}
+	if w.PartitionBuffer < 1 || w.PartitionBuffer > 1000000 {
+		return ss.Invalid("worker.partition_buffer", "%d is not between 1 and 1000000", w.PartitionBuffer)
+	}
+	if w.Ordering != OrderingKey && w.Ordering != OrderingPartition {
+		return ss.Invalid("worker.ordering", "%q is not %s or %s", w.Ordering, OrderingKey, OrderingPartition)
+	}
+	if w.Outage.MinCalls < 1 {
+		return ss.Invalid("worker.outage.min_calls", "%d is less than 1", w.Outage.MinCalls)
+	}
+	if w.Outage.MinContacts < 1 {
+		return ss.Invalid("worker.outage.min_contacts", "%d is less than 1", w.Outage.MinContacts)
+	}
+	if w.Outage.FailureRatio <= 0 || w.Outage.FailureRatio > 1 {
+		return ss.Invalid("worker.outage.failure_ratio", "%v is not in (0, 1]", w.Outage.FailureRatio)
+	}
 	return positive(ss, map[string]time.Duration{
 		"worker.shutdown_timeout": w.ShutdownTimeout, "worker.contacts_api_timeout": w.ContactsAPITimeout,
 		"worker.retry.initial_interval": w.Retry.InitialInterval,
 		"worker.retry.max_interval":     w.Retry.MaxInterval, "worker.retry.max_elapsed_time": w.Retry.MaxElapsedTime,
+		"worker.outage.window": w.Outage.Window, "worker.outage.probe_interval": w.Outage.ProbeInterval,
 	})
 }
 

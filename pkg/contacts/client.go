@@ -23,9 +23,12 @@ type Client struct {
 
 // NewClient returns a client of the API at baseURL that sends token as a
 // bearer token (none when empty) and gives up on one call after timeout.
-func NewClient(baseURL, token string, timeout time.Duration) *Client {
+// It keeps up to conns idle connections (at least 64): as many as calls are
+// made at once, so a busy worker does not open and close one per call.
+func NewClient(baseURL, token string, timeout time.Duration, conns int) *Client {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = 64
+	transport.MaxIdleConnsPerHost = max(conns, 64)
+	transport.MaxIdleConns = max(conns, transport.MaxIdleConns)
 	return &Client{
 		base:  strings.TrimRight(baseURL, "/"),
 		token: token,

@@ -62,7 +62,7 @@ func TestClassification(t *testing.T) {
 			w.WriteHeader(tt.status)
 			io.WriteString(w, "nope")
 		}))
-		err := NewClient(srv.URL, "", time.Second).Put(context.Background(), Contact{AcmeContactID: "1"}, "evt_1")
+		err := NewClient(srv.URL, "", time.Second, 0).Put(context.Background(), Contact{AcmeContactID: "1"}, "evt_1")
 		srv.Close()
 		var te *TransientError
 		var pe *PermanentError
@@ -104,7 +104,7 @@ func TestRequests(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	}))
 	defer srv.Close()
-	c := NewClient(srv.URL+"/", "t0ken", time.Second)
+	c := NewClient(srv.URL+"/", "t0ken", time.Second, 0)
 	ts := time.Date(2025, 5, 17, 17, 6, 39, 0, time.UTC)
 	if err := c.Put(context.Background(), Contact{AcmeContactID: "a/b", FirstName: "J", SourceUpdatedAt: ts}, "evt_put"); err != nil {
 		t.Fatal(err)
@@ -128,12 +128,12 @@ func TestNetworkFailuresAreTransient(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}))
 	defer srv.Close()
-	if err := NewClient(srv.URL, "", 50*time.Millisecond).Put(context.Background(), Contact{AcmeContactID: "1"}, "k"); !IsTransient(err) {
+	if err := NewClient(srv.URL, "", 50*time.Millisecond, 0).Put(context.Background(), Contact{AcmeContactID: "1"}, "k"); !IsTransient(err) {
 		t.Errorf("timeout: got %v, want transient", err)
 	}
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close()
-	if err := NewClient(closed.URL, "", time.Second).Put(context.Background(), Contact{AcmeContactID: "1"}, "k"); !IsTransient(err) {
+	if err := NewClient(closed.URL, "", time.Second, 0).Put(context.Background(), Contact{AcmeContactID: "1"}, "k"); !IsTransient(err) {
 		t.Errorf("connection refused: got %v, want transient", err)
 	}
 }
@@ -145,7 +145,7 @@ func TestCancelledIsNeitherKind(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err := NewClient(srv.URL, "", 5*time.Second).Put(ctx, Contact{AcmeContactID: "1"}, "k")
+	err := NewClient(srv.URL, "", 5*time.Second, 0).Put(ctx, Contact{AcmeContactID: "1"}, "k")
 	var pe *PermanentError
 	if !errors.Is(err, context.DeadlineExceeded) || IsTransient(err) || errors.As(err, &pe) {
 		t.Errorf("got %v, want the context's error, unclassified", err)

@@ -10,6 +10,11 @@ type Metrics struct {
 	applyDuration      *prometheus.HistogramVec
 	lag                *prometheus.GaugeVec
 	dlqPublishFailures prometheus.Counter
+	inFlight           prometheus.Gauge
+	buffered           *prometheus.GaugeVec
+	watermarkLag       *prometheus.GaugeVec
+	outage             prometheus.Gauge
+	outages            prometheus.Counter
 }
 
 // NewMetrics registers the worker's metrics with reg.
@@ -29,12 +34,28 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 15, 60, 180},
 		}, []string{"event_type"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "worker_consumer_lag", Help: "Records behind the high-water mark, per partition this member holds.",
+			Name: "worker_consumer_lag", Help: "Records between the partition's watermark (the offset committed next) and its high-water mark, per partition this member holds.",
 		}, []string{"topic", "partition"}),
 		dlqPublishFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "worker_dlq_publish_failures_total", Help: "Failed attempts to publish a dead-letter record (each is retried).",
 		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "worker_events_in_flight", Help: "Events being applied now by this process (at most WORKER_MAX_IN_FLIGHT).",
+		}),
+		buffered: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "worker_partition_buffered_records", Help: "Records read and not yet finished (waiting for their contact or being applied), per partition held (at most WORKER_PARTITION_BUFFER).",
+		}, []string{"topic", "partition"}),
+		watermarkLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "worker_watermark_lag", Help: "Records read but not yet committable: from the partition's watermark (lowest unfinished offset) to the next offset to read.",
+		}, []string{"topic", "partition"}),
+		outage: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "worker_contacts_api_outage", Help: "1 while the Contacts API is taken to be out for everyone (no new records taken, nothing dead-lettered by elapsed time), else 0.",
+		}),
+		outages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "worker_contacts_api_outages_total", Help: "Outages of the Contacts API detected.",
+		}),
 	}
-	reg.MustRegister(m.events, m.retries, m.deadLettered, m.applyDuration, m.lag, m.dlqPublishFailures)
+	reg.MustRegister(m.events, m.retries, m.deadLettered, m.applyDuration, m.lag, m.dlqPublishFailures,
+		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages)
 	return m
 }

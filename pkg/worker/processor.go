@@ -59,11 +59,13 @@ const (
 type Processor struct {
 	Handlers map[string]HandlerFunc
 	Retrier  *Retrier
-	DLQ      DeadLetterer
-	Group    string
-	Metrics  *Metrics
-	Log      zerolog.Logger
-	Now      func() time.Time
+	// Outage, when set, is told of every call's result.
+	Outage  *OutageDetector
+	DLQ     DeadLetterer
+	Group   string
+	Metrics *Metrics
+	Log     zerolog.Logger
+	Now     func() time.Time
 }
 
 // Process returns Applied or DeadLettered when the event's offset may be
@@ -84,7 +86,13 @@ func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) Outc
 	}
 
 	start := p.Now()
-	attempts, err := p.Retrier.Do(ctx, func(ctx context.Context) error { return handle(ctx, ev) },
+	attempts, err := p.Retrier.Do(ctx, func(ctx context.Context) error {
+		err := handle(ctx, ev)
+		if p.Outage != nil {
+			p.Outage.Record(ctx, ev.Data.ContactID, err)
+		}
+		return err
+	},
 		func(attempt int, err error, wait time.Duration) {
 			p.Metrics.retries.WithLabelValues(ev.EventType).Inc()
 			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("transient failure, retrying")

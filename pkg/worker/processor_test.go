@@ -55,7 +55,7 @@ func (f *fakeDLQ) DeadLetter(ctx context.Context, _ *sarama.ConsumerMessage, fl 
 func newTestProcessor(api *fakeAPI, dlq *fakeDLQ) *Processor {
 	return &Processor{
 		Handlers: Handlers(api),
-		Retrier:  NewRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}),
+		Retrier:  NewRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, nil),
 		DLQ:      dlq, Group: "contact-worker", Metrics: NewMetrics(prometheus.NewRegistry()), Log: zerolog.Nop(), Now: time.Now,
 	}
 }
@@ -141,7 +141,7 @@ func TestProcessExhaustedIsTransientKind(t *testing.T) {
 func TestProcessAbandonsOnStop(t *testing.T) {
 	api, dlq := &fakeAPI{results: []error{&contacts.TransientError{Status: 503, Err: errors.New("down")}}}, &fakeDLQ{}
 	p := newTestProcessor(api, dlq)
-	p.Retrier = NewRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour})
+	p.Retrier = NewRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
 	if got := p.Process(ctx, msg(created)); got != Abandoned || len(dlq.failures) != 0 {

@@ -20,14 +20,27 @@ var ErrRetriesExhausted = errors.New("retries exhausted")
 // (cenkalti/backoff), honouring Retry-After, until the budget is spent.
 type Retrier struct {
 	cfg config.Retry
+	// gate, when set, holds attempts back during an outage of the API and
+	// keeps an outage from spending the budget.
+	gate Gate
 	// sleep waits d or until ctx ends; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
+	now   func() time.Time
 }
 
-// NewRetrier returns a retrier with the configured backoff. It holds no
-// state between calls, so one serves every partition.
-func NewRetrier(cfg config.Retry) *Retrier {
-	return &Retrier{cfg: cfg, sleep: sleepCtx}
+// Gate is what the retrier needs of the outage detector (OutageDetector).
+type Gate interface {
+	// Admit returns when an attempt may be made, with how long it held the
+	// caller back, or ctx's error.
+	Admit(ctx context.Context) (time.Duration, error)
+	// Out reports whether the API is out for everyone now.
+	Out() bool
+}
+
+// NewRetrier returns a retrier with the configured backoff; gate may be nil.
+// It holds no state between calls, so one serves every partition.
+func NewRetrier(cfg config.Retry, gate Gate) *Retrier {
+	return &Retrier{cfg: cfg, gate: gate, sleep: sleepCtx, now: time.Now}
 }
 
 // OnRetry is told of each failed attempt before its wait (logs, metrics).
@@ -37,15 +50,28 @@ type OnRetry func(attempt int, err error, wait time.Duration)
 // spent (the error then wraps ErrRetriesExhausted and the last failure), or
 // ctx ends (ctx's error: the caller abandons the event). It returns the
 // number of attempts made.
+//
+// The budget counts the time spent outside an outage only: time held back
+// by the gate does not count, and a budget that runs out while the API is
+// out for everyone starts again, so an outage dead-letters nothing.
 func (r *Retrier) Do(ctx context.Context, op func(context.Context) error, onRetry OnRetry) (int, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = r.cfg.InitialInterval
 	b.Multiplier = r.cfg.Multiplier
 	b.MaxInterval = r.cfg.MaxInterval
-	b.MaxElapsedTime = r.cfg.MaxElapsedTime
+	b.MaxElapsedTime = 0 // the budget is kept below, without outage time
 	b.RandomizationFactor = backoff.DefaultRandomizationFactor
 	b.Reset()
+	start := r.now()
+	var held time.Duration
 	for attempt := 1; ; attempt++ {
+		if r.gate != nil {
+			d, err := r.gate.Admit(ctx)
+			held += d
+			if err != nil {
+				return attempt - 1, err
+			}
+		}
 		err := op(ctx)
 		if err == nil {
 			return attempt, nil
@@ -57,11 +83,14 @@ func (r *Retrier) Do(ctx context.Context, op func(context.Context) error, onRetr
 			return attempt, err
 		}
 		wait := b.NextBackOff()
-		if ra := contacts.RetryAfterOf(err); ra > wait && wait != backoff.Stop {
+		if ra := contacts.RetryAfterOf(err); ra > wait {
 			wait = ra // the API knows better when it will be back
 		}
-		if wait == backoff.Stop || b.GetElapsedTime()+wait > r.cfg.MaxElapsedTime {
-			return attempt, fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, attempt, err)
+		if r.now().Sub(start)-held+wait > r.cfg.MaxElapsedTime {
+			if r.gate == nil || !r.gate.Out() {
+				return attempt, fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, attempt, err)
+			}
+			start, held = r.now(), 0 // out for everyone: not this event's fault
 		}
 		onRetry(attempt, err, wait)
 		if err := r.sleep(ctx, wait); err != nil {

@@ -15,7 +15,7 @@ var testRetry = config.Retry{InitialInterval: 100 * time.Millisecond, Multiplier
 // fakeSleep records the waits instead of sleeping, and moves no clock: the
 // budget is then spent only by Retry-After waits longer than it.
 func newTestRetrier(waits *[]time.Duration) *Retrier {
-	r := NewRetrier(testRetry)
+	r := NewRetrier(testRetry, nil)
 	r.sleep = func(ctx context.Context, d time.Duration) error {
 		*waits = append(*waits, d)
 		return ctx.Err()
@@ -81,7 +81,7 @@ func TestRetrier(t *testing.T) {
 // With real time, a transient failure that never passes is retried until
 // the budget is spent, then reported as exhausted with the last failure.
 func TestRetrierBudget(t *testing.T) {
-	r := NewRetrier(config.Retry{InitialInterval: 10 * time.Millisecond, Multiplier: 2, MaxInterval: 40 * time.Millisecond, MaxElapsedTime: 300 * time.Millisecond})
+	r := NewRetrier(config.Retry{InitialInterval: 10 * time.Millisecond, Multiplier: 2, MaxInterval: 40 * time.Millisecond, MaxElapsedTime: 300 * time.Millisecond}, nil)
 	start := time.Now()
 	retries := 0
 	n, err := r.Do(context.Background(), func(context.Context) error {
@@ -100,7 +100,7 @@ func TestRetrierBudget(t *testing.T) {
 
 // Stopping ends the retries at once, with the context's error.
 func TestRetrierStopsOnCancel(t *testing.T) {
-	r := NewRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour})
+	r := NewRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
 	start := time.Now()

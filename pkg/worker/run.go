@@ -92,20 +92,32 @@ func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
 		return fmt.Errorf("joining consumer group %s: %w", w.GroupID, err)
 	}
 
-	handler := &groupHandler{
-		proc: &Processor{
-			Handlers: Handlers(contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout)),
-			Retrier:  NewRetrier(w.Retry),
-			DLQ:      &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Metrics: metrics, Log: log},
-			Group:    w.GroupID,
-			Metrics:  metrics,
-			Log:      log,
-			Now:      time.Now,
-		},
-	}
+	outage := NewOutageDetector(w.Outage, func(out bool, why string) {
+		if out {
+			metrics.outage.Set(1)
+			metrics.outages.Inc()
+			group.PauseAll() // no fetching while nothing new is taken
+			log.Error().Str("reason", why).Msg("contacts api outage: taking no new records, dead-lettering nothing by elapsed time, probing")
+			return
+		}
+		metrics.outage.Set(0)
+		group.ResumeAll()
+		log.Info().Str("reason", why).Msg("contacts api outage over: resuming")
+	})
+	handler := newGroupHandler(&Processor{
+		Handlers: Handlers(contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight)),
+		Retrier:  NewRetrier(w.Retry, outage),
+		Outage:   outage,
+		DLQ:      &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Metrics: metrics, Log: log},
+		Group:    w.GroupID,
+		Metrics:  metrics,
+		Log:      log,
+		Now:      time.Now,
+	}, w, outage)
 	consumed := make(chan error, 1)
 	go func() { consumed <- consume(ctx, group, cfg.Kafka.Topic, handler, log) }()
-	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).Msg("consuming")
+	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).
+		Int("max_in_flight", w.MaxInFlight).Int("partition_buffer", w.PartitionBuffer).Str("ordering", w.Ordering).Msg("consuming")
 
 	consumeDone := false
 	select {

@@ -1,0 +1,326 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/acmecrm/integration-service/pkg/config"
+	"github.com/acmecrm/integration-service/pkg/contacts"
+)
+
+// fakeSession is the part of a sarama session ConsumeClaim uses.
+type fakeSession struct {
+	ctx    context.Context
+	mu     sync.Mutex
+	marked int64
+}
+
+func (s *fakeSession) Claims() map[string][]int32 { return nil }
+func (s *fakeSession) MemberID() string           { return "m" }
+func (s *fakeSession) GenerationID() int32        { return 1 }
+func (s *fakeSession) MarkOffset(_ string, _ int32, offset int64, _ string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if offset < s.marked {
+		panic(fmt.Sprintf("mark moved back from %d to %d", s.marked, offset))
+	}
+	s.marked = offset
+}
+func (s *fakeSession) Commit()                                         {}
+func (s *fakeSession) ResetOffset(string, int32, int64, string)        {}
+func (s *fakeSession) MarkMessage(m *sarama.ConsumerMessage, _ string) {}
+func (s *fakeSession) Context() context.Context                        { return s.ctx }
+func (s *fakeSession) mark() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.marked
+}
+
+type fakeClaim struct{ msgs chan *sarama.ConsumerMessage }
+
+func (c fakeClaim) Topic() string                            { return "contact-events" }
+func (c fakeClaim) Partition() int32                         { return 0 }
+func (c fakeClaim) InitialOffset() int64                     { return 0 }
+func (c fakeClaim) HighWaterMarkOffset() int64               { return int64(cap(c.msgs)) }
+func (c fakeClaim) Messages() <-chan *sarama.ConsumerMessage { return c.msgs }
+
+// slowAPI answers every call after a short delay, holds the calls of
+// contacts in blocked until released, and records overlapping calls of one
+// contact and the most calls at once.
+type slowAPI struct {
+	delay time.Duration
+
+	mu       sync.Mutex
+	order    map[string][]string // contact -> event ids in call order
+	active   map[string]int
+	now, top int
+	overlaps int
+	blocked  map[string]chan struct{}
+}
+
+func newSlowAPI(delay time.Duration, blocked ...string) *slowAPI {
+	a := &slowAPI{delay: delay, order: map[string][]string{}, active: map[string]int{}, blocked: map[string]chan struct{}{}}
+	for _, c := range blocked {
+		a.blocked[c] = make(chan struct{})
+	}
+	return a
+}
+
+func (a *slowAPI) Put(ctx context.Context, c contacts.Contact, key string) error {
+	a.mu.Lock()
+	if a.active[c.AcmeContactID]++; a.active[c.AcmeContactID] > 1 {
+		a.overlaps++
+	}
+	a.now++
+	a.top = max(a.top, a.now)
+	block := a.blocked[c.AcmeContactID]
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.active[c.AcmeContactID]--
+		a.now--
+		a.mu.Unlock()
+	}()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	time.Sleep(a.delay)
+	a.mu.Lock()
+	a.order[c.AcmeContactID] = append(a.order[c.AcmeContactID], key)
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *slowAPI) Delete(ctx context.Context, id, key string) error {
+	return a.Put(ctx, contacts.Contact{AcmeContactID: id}, key)
+}
+
+func (a *slowAPI) release(contact string) { close(a.blocked[contact]) }
+
+func (a *slowAPI) applied() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, ids := range a.order {
+		n += len(ids)
+	}
+	return n
+}
+
+// isBlocked reports whether a call of contact is in progress.
+func isBlocked(a *slowAPI, contact string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.active[contact] > 0
+}
+
+func newTestHandler(api ContactsAPI, maxInFlight, buffer int, ordering string) *groupHandler {
+	p := newTestProcessor(&fakeAPI{results: []error{nil}}, &fakeDLQ{})
+	p.Handlers = Handlers(api)
+	return newGroupHandler(p, config.WorkerFleet{MaxInFlight: maxInFlight, PartitionBuffer: buffer, Ordering: ordering}, nil)
+}
+
+// event returns the record at offset of contact's n-th event.
+func event(offset int64, contact string, n int) *sarama.ConsumerMessage {
+	v := fmt.Sprintf(`{"event_type":"contact.updated","event_id":"evt_%s_%03d","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":%q}}`, contact, n, contact)
+	return &sarama.ConsumerMessage{Topic: "contact-events", Offset: offset, Key: []byte(contact), Value: []byte(v)}
+}
+
+// feed puts events for contactsN contacts, perContact each, interleaved,
+// into a claim whose channel holds them all; it returns the claim and the
+// number of records.
+func feed(contactsN, perContact int, first ...string) (fakeClaim, int) {
+	c := fakeClaim{msgs: make(chan *sarama.ConsumerMessage, contactsN*perContact+len(first)+1)} // room for one more
+	off := int64(0)
+	for _, f := range first {
+		c.msgs <- event(off, f, 0)
+		off++
+	}
+	for n := 0; n < perContact; n++ {
+		for i := 0; i < contactsN; i++ {
+			c.msgs <- event(off, fmt.Sprintf("c%02d", i), n)
+			off++
+		}
+	}
+	return c, int(off)
+}
+
+func runClaim(t *testing.T, h *groupHandler, claim fakeClaim) (*fakeSession, context.CancelFunc, chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &fakeSession{ctx: ctx}
+	done := make(chan error, 1)
+	go func() { done <- h.ConsumeClaim(s, claim) }()
+	t.Cleanup(cancel)
+	return s, cancel, done
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func checkOrder(t *testing.T, a *slowAPI, perContact int) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for c, ids := range a.order {
+		if len(ids) != perContact {
+			t.Errorf("%s: %d applied, want %d", c, len(ids), perContact)
+		}
+		for i, id := range ids {
+			if want := fmt.Sprintf("evt_%s_%03d", c, i); id != want {
+				t.Errorf("%s: call %d was %s, want %s (partition order)", c, i, id, want)
+				break
+			}
+		}
+	}
+	if a.overlaps != 0 {
+		t.Errorf("%d calls overlapped another call of the same contact", a.overlaps)
+	}
+}
+
+func TestConsumeClaimOrdersPerKeyAndRunsKeysConcurrently(t *testing.T) {
+	tests := []struct {
+		name             string
+		ordering         string
+		maxInFlight      int
+		wantMin, wantMax int // calls at once
+	}{
+		{"by key", config.OrderingKey, 8, 2, 8},
+		{"by key, bound 1", config.OrderingKey, 1, 1, 1},
+		{"by partition", config.OrderingPartition, 8, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := newSlowAPI(time.Millisecond)
+			claim, n := feed(20, 10)
+			h := newTestHandler(api, tt.maxInFlight, 1000, tt.ordering)
+			s, cancel, done := runClaim(t, h, claim)
+			waitFor(t, "every event applied and marked", func() bool { return s.mark() == int64(n) })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			checkOrder(t, api, 10)
+			if api.top < tt.wantMin || api.top > tt.wantMax {
+				t.Errorf("%d calls at once at most, want between %d and %d", api.top, tt.wantMin, tt.wantMax)
+			}
+		})
+	}
+}
+
+// A contact whose call does not finish holds back only itself: every other
+// contact's events are applied, and the mark stays at its event (the
+// watermark) until it finishes.
+func TestConsumeClaimStuckContactHoldsOnlyItselfAndTheWatermark(t *testing.T) {
+	api := newSlowAPI(0, "stuck")
+	claim, n := feed(10, 5, "stuck")
+	claim.msgs <- event(int64(n), "stuck", 1) // its second event waits behind the first
+	n++
+	h := newTestHandler(api, 4, 1000, config.OrderingKey)
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "every other contact applied", func() bool { return api.applied() == 50 })
+	if got := s.mark(); got != 0 {
+		t.Errorf("marked %d while offset 0 is unfinished, want 0", got)
+	}
+	if got := testutil.ToFloat64(h.proc.Metrics.buffered.WithLabelValues("contact-events", "0")); got != 2 {
+		t.Errorf("buffered records %v, want 2 (the stuck contact's two events)", got)
+	}
+	if got := testutil.ToFloat64(h.proc.Metrics.watermarkLag.WithLabelValues("contact-events", "0")); got != float64(n) {
+		t.Errorf("watermark lag %v, want %d", got, n)
+	}
+	api.release("stuck")
+	waitFor(t, "the stuck contact applied and everything marked", func() bool { return s.mark() == int64(n) })
+	cancel()
+	<-done
+	if got := api.order["stuck"]; len(got) != 2 || got[0] != "evt_stuck_000" || got[1] != "evt_stuck_001" {
+		t.Errorf("stuck contact applied %v, want its two events in order", got)
+	}
+}
+
+// At the buffer bound the partition is read no further: the records stay
+// in the claim's channel (in Kafka, for the real consumer).
+func TestConsumeClaimBackPressure(t *testing.T) {
+	api := newSlowAPI(0, "c00", "c01", "c02", "c03", "c04", "c05")
+	claim, n := feed(6, 3)
+	h := newTestHandler(api, 100, 5, config.OrderingKey)
+	_, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "5 records taken", func() bool { return len(claim.msgs) == n-5 })
+	time.Sleep(50 * time.Millisecond)
+	if got := len(claim.msgs); got != n-5 {
+		t.Errorf("%d records left unread, want %d: the buffer bound of 5 was passed", got, n-5)
+	}
+	cancel()
+	<-done
+}
+
+// On stop (or revocation) the calls in flight are cancelled, nothing more is
+// started, nothing unfinished is marked, and ConsumeClaim returns only after
+// every call has returned.
+func TestConsumeClaimStopAbandonsInFlight(t *testing.T) {
+	api := newSlowAPI(0, "stuck")
+	claim, _ := feed(0, 0, "free", "stuck")
+	claim.msgs <- event(2, "stuck", 1) // waits behind the stuck one: never started
+	h := newTestHandler(api, 4, 100, config.OrderingKey)
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "the free contact applied", func() bool { return api.applied() == 1 })
+	waitFor(t, "the stuck contact in flight", func() bool { return isBlocked(api, "stuck") })
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ConsumeClaim did not return after the session ended")
+	}
+	if isBlocked(api, "stuck") {
+		t.Error("ConsumeClaim returned while a call was still in flight")
+	}
+	if got := s.mark(); got != 1 {
+		t.Errorf("marked %d, want 1: past the applied event at 0, not past the abandoned one at 1", got)
+	}
+	if got := len(api.order["stuck"]); got != 0 {
+		t.Errorf("%d events of the stuck contact applied after the stop, want none", got)
+	}
+	if got := testutil.ToFloat64(h.proc.Metrics.inFlight); got != 0 {
+		t.Errorf("events in flight %v after the stop, want 0", got)
+	}
+}
+
+// Revocation (the claim's channel closing, as a cooperative rebalance does)
+// stops the partition the same way.
+func TestConsumeClaimRevoked(t *testing.T) {
+	api := newSlowAPI(0, "stuck")
+	claim, _ := feed(0, 0, "free", "stuck")
+	h := newTestHandler(api, 4, 100, config.OrderingKey)
+	s, _, done := runClaim(t, h, claim)
+	waitFor(t, "the free contact applied", func() bool { return api.applied() == 1 })
+	waitFor(t, "the stuck contact in flight", func() bool { return isBlocked(api, "stuck") })
+	close(claim.msgs)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ConsumeClaim did not return after its claim was revoked")
+	}
+	if s.mark() != 1 {
+		t.Errorf("marked %d, want 1 (the abandoned event)", s.mark())
+	}
+}
