@@ -297,13 +297,15 @@ func TestReplayStopsAtTheEndAsOfItsStart(t *testing.T) {
 	}
 }
 
-// End to end: the Contacts API down, events dead-lettered; the API back, a
-// replay puts them through the worker again and every one is applied.
+// End to end: the Contacts API rejects the events (a bug of its own, 422),
+// they are dead-lettered; the fix deployed, a replay puts them through the
+// worker again and every one is applied. (An API down for everyone is an
+// outage, which dead-letters nothing: TestWorkerOutageDeadLettersNothing.)
 func TestReplayEndToEndWithWorker(t *testing.T) {
 	api, url := contactsAPI(t)
 	topics := topicEnv(t)
-	_ = api.Fail(standin.Failure{Status: 503})
-	startWorker(t, workerEnv(topics, url, map[string]string{"WORKER_RETRY_MAX_ELAPSED_TIME": "300ms"}))
+	_ = api.Fail(standin.Failure{Status: 422})
+	startWorker(t, workerEnv(topics, url, nil))
 	p := newProducer(t)
 	for i := 0; i < 10; i++ {
 		publishEvent(t, p, topics["KAFKA_TOPIC"], "contact.created", fmt.Sprintf("evt_%d", i), fmt.Sprintf("c-%d", i), fmt.Sprintf("n%d", i))

@@ -9,6 +9,10 @@
 //	GET    /_standin/calls     every call so far, in order
 //	POST   /_standin/failures  {"contact_id":"…","status":503,"count":2,"for":"30s","retry_after":"1"}
 //	DELETE /_standin/failures  stop failing
+//
+// It can also take a fixed time per call (SetLatency), and it notices a
+// contact's calls overlapping (Overlaps): a worker that applies one
+// contact's events one after another never causes one.
 package standin
 
 import (
@@ -56,11 +60,42 @@ type Server struct {
 	keys     map[string]int // idempotency key -> status answered
 	calls    []Call
 	failures []*Failure
+	latency  time.Duration
+	// Calls in progress, per contact and in all, to catch a contact's
+	// events applied concurrently (overlaps) and to see the concurrency.
+	active        map[string]int
+	inProgress    int
+	maxConcurrent int
+	overlaps      []string
 }
 
 // New returns a stand-in that requires token as bearer token (none when empty).
 func New(token string) *Server {
-	return &Server{token: token, contacts: map[string]json.RawMessage{}, keys: map[string]int{}}
+	return &Server{token: token, contacts: map[string]json.RawMessage{}, keys: map[string]int{}, active: map[string]int{}}
+}
+
+// SetLatency makes every PUT and DELETE take d before it is answered, like
+// a real API's work (failures included).
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = d
+}
+
+// Overlaps returns the contacts that had a call start while another of
+// theirs was in progress, once per such call: a worker that keeps each
+// contact's events in order never causes one.
+func (s *Server) Overlaps() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.overlaps...)
+}
+
+// MaxConcurrent returns the most PUT and DELETE calls in progress at once.
+func (s *Server) MaxConcurrent() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxConcurrent
 }
 
 // Fail adds a failure rule; rules are checked in the order added.
@@ -141,7 +176,34 @@ func (s *Server) contact(w http.ResponseWriter, r *http.Request, id string) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such contact"})
 		return
 	}
+	s.mu.Lock()
+	if s.active[id]++; s.active[id] > 1 {
+		s.overlaps = append(s.overlaps, id)
+	}
+	s.inProgress++
+	s.maxConcurrent = max(s.maxConcurrent, s.inProgress)
+	latency := s.latency
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.active[id]--; s.active[id] == 0 {
+			delete(s.active, id)
+		}
+		s.inProgress--
+		s.mu.Unlock()
+	}()
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if latency > 0 {
+		t := time.NewTimer(latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			// The caller hung up (it cancelled the call): like a transactional
+			// API, change nothing.
+			t.Stop()
+			return
+		}
+	}
 	call := Call{Method: r.Method, ContactID: id, IdempotencyKey: r.Header.Get("Idempotency-Key"), Body: string(body), At: time.Now()}
 
 	s.mu.Lock()

@@ -17,6 +17,7 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8090", "listen address")
 	token := flag.String("token", "", "bearer token to require (none when empty)")
+	latency := flag.Duration("latency", 0, "time each PUT and DELETE takes, like a real API's work")
 	var rejects []string
 	flag.Func("reject", "CONTACT_ID=STATUS: always answer STATUS for this contact (repeatable)", func(v string) error {
 		rejects = append(rejects, v)
@@ -25,6 +26,7 @@ func main() {
 	flag.Parse()
 
 	s := standin.New(*token)
+	s.SetLatency(*latency)
 	for _, r := range rejects {
 		id, st, ok := strings.Cut(r, "=")
 		status, err := strconv.Atoi(st)
