@@ -41,8 +41,12 @@ test-short: ## Unit tests only (no broker needed).
 	$(GO) test -race -short ./...
 
 .PHONY: bench
-bench: ## Measure gateway, worker and end to end on the local broker against Kafka's own perf tools (medians of RUNS=5).
+bench: ## Measure gateway, worker and end to end on the local broker against Kafka's own perf tools, then the worker's concurrency (medians of RUNS=5).
 	scripts/with-kafka.sh scripts/bench.sh
+
+.PHONY: bench-worker
+bench-worker: ## Only the worker's concurrency benchmarks (5 ms Contacts API; ordering by key vs by partition; RUNS=5).
+	scripts/with-kafka.sh scripts/bench-worker.sh
 
 .PHONY: build
 build: ## Build both binaries into bin/ (the same go build the Dockerfiles run).

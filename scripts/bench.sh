@@ -3,6 +3,9 @@
 # Kafka's own producer and consumer perf tools as the reference points in the
 # same run.
 #
+# The worker's concurrency benchmarks (Contacts API latency-bound, ordering
+# by key against ordering by partition) follow: scripts/bench-worker.sh.
+#
 # Each measurement is repeated RUNS times (default 5) and the median is
 # reported beside min and max: this machine is shared and noisy, so one run
 # says little. Results: bench/out/results.md (and the raw outputs beside it).
@@ -112,3 +115,6 @@ row() { # name unit values...
   row "worker: one member, instant Contacts API stand-in, 20,000-event backlog, 6 partitions (BenchmarkWorkerThroughput)" "events/s" "${wthr[@]}"
   row "reference: Kafka ConsumerPerformance, 20,000 records" "rec/s" "${cthr[@]}"
 } | tee "$out/results.md"
+
+# The worker's concurrency against a Contacts API of fixed latency.
+scripts/bench-worker.sh

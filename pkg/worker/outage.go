@@ -26,20 +26,24 @@ type OutageDetector struct {
 	// it is called without the lock held, in transition order.
 	onChange func(out bool, why string)
 
-	mu        sync.Mutex
-	calls     []call         // in the window, oldest first
-	failures  int            // transient failures among calls
-	failing   map[string]int // transient failures in the window, per contact
-	out       bool
-	ended     chan struct{} // closed when the current outage ends
+	mu      sync.Mutex
+	buckets [outageBuckets]bucket // calls counted per tenth of the window
+	failing map[string]time.Time  // contact -> its last transient failure
+	pruneAt int                   // size of failing that makes it pruned
+	out     bool
+	ended   chan struct{} // closed when the current outage ends
+	// nextProbe is when the next call may go through during an outage.
 	nextProbe time.Time
 	notify    sync.Mutex // keeps onChange calls in transition order
 }
 
-type call struct {
-	at      time.Time
-	contact string
-	failed  bool
+// outageBuckets is how many parts the window is counted in: memory stays
+// the same whatever the rate of calls, and the window slides a tenth at a time.
+const outageBuckets = 10
+
+type bucket struct {
+	slot            int64 // which tenth of a window since the epoch it counts
+	calls, failures int
 }
 
 // NewOutageDetector returns a detector with the configured thresholds;
@@ -48,7 +52,7 @@ func NewOutageDetector(cfg config.Outage, onChange func(out bool, why string)) *
 	if onChange == nil {
 		onChange = func(bool, string) {}
 	}
-	return &OutageDetector{cfg: cfg, now: time.Now, onChange: onChange, failing: map[string]int{}}
+	return &OutageDetector{cfg: cfg, now: time.Now, onChange: onChange, failing: map[string]time.Time{}, pruneAt: 1024}
 }
 
 // Record counts the result of one call to the Contacts API for contact.
@@ -61,11 +65,19 @@ func (o *OutageDetector) Record(ctx context.Context, contact string, err error) 
 	failed := err != nil && contacts.IsTransient(err)
 	now := o.now()
 	o.mu.Lock()
-	o.expire(now)
-	o.calls = append(o.calls, call{at: now, contact: contact, failed: failed})
+	width := max(int64(o.cfg.Window/outageBuckets), 1)
+	slot := now.UnixNano() / width
+	b := &o.buckets[slot%outageBuckets]
+	if b.slot != slot {
+		*b = bucket{slot: slot}
+	}
+	b.calls++
 	if failed {
-		o.failures++
-		o.failing[contact]++
+		b.failures++
+		o.failing[contact] = now
+		if len(o.failing) >= o.pruneAt {
+			o.prune(now)
+		}
 	}
 	var change func()
 	switch {
@@ -73,15 +85,25 @@ func (o *OutageDetector) Record(ctx context.Context, contact string, err error) 
 		o.out = false
 		close(o.ended)
 		change = func() { o.onChange(false, "the Contacts API answered") }
-	case !o.out && failed && len(o.calls) >= o.cfg.MinCalls && len(o.failing) >= o.cfg.MinContacts &&
-		float64(o.failures) >= o.cfg.FailureRatio*float64(len(o.calls)):
+	case !o.out && failed:
+		calls, failures := 0, 0
+		for _, b := range o.buckets {
+			if slot-b.slot < outageBuckets {
+				calls += b.calls
+				failures += b.failures
+			}
+		}
+		if calls < o.cfg.MinCalls || float64(failures) < o.cfg.FailureRatio*float64(calls) {
+			break
+		}
+		if o.prune(now); len(o.failing) < o.cfg.MinContacts {
+			break
+		}
 		o.out = true
 		o.ended = make(chan struct{})
 		o.nextProbe = now.Add(o.cfg.ProbeInterval)
-		calls, failures, contactsN := len(o.calls), o.failures, len(o.failing)
-		change = func() {
-			o.onChange(true, outageWhy(calls, failures, contactsN, o.cfg.Window))
-		}
+		why := fmt.Sprintf("%d of %d calls in the last %v failed transiently, across %d contacts", failures, calls, o.cfg.Window, len(o.failing))
+		change = func() { o.onChange(true, why) }
 	}
 	if change == nil {
 		o.mu.Unlock()
@@ -93,23 +115,16 @@ func (o *OutageDetector) Record(ctx context.Context, contact string, err error) 
 	change()
 }
 
-func outageWhy(calls, failures, contactsN int, window time.Duration) string {
-	return fmt.Sprintf("%d of %d calls in the last %v failed transiently, across %d contacts", failures, calls, window, contactsN)
-}
-
-// expire drops the calls older than the window. The caller holds mu.
-func (o *OutageDetector) expire(now time.Time) {
+// prune forgets the contacts whose last failure left the window. The
+// caller holds mu.
+func (o *OutageDetector) prune(now time.Time) {
 	cut := now.Add(-o.cfg.Window)
-	i := 0
-	for ; i < len(o.calls) && o.calls[i].at.Before(cut); i++ {
-		if c := o.calls[i]; c.failed {
-			o.failures--
-			if o.failing[c.contact]--; o.failing[c.contact] == 0 {
-				delete(o.failing, c.contact)
-			}
+	for c, at := range o.failing {
+		if at.Before(cut) {
+			delete(o.failing, c)
 		}
 	}
-	o.calls = o.calls[i:]
+	o.pruneAt = max(1024, 2*len(o.failing))
 }
 
 // Out reports whether the API is out now.

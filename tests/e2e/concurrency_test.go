@@ -25,13 +25,20 @@ import (
 // order and catches any two calls of one contact in progress at once.
 
 // publishInterleaved publishes perContact events for each of contactsN
-// contacts, round by round (c-000 … c-N, then again), in one batch, and
+// contacts, round by round (c-000 … c-N, then again), in batches, and
 // returns the event ids in publishing order.
 func publishInterleaved(t testing.TB, topic string, contactsN, perContact int, prefix string) []string {
 	t.Helper()
-	p := newProducer(t)
+	msgs, ids := interleaved(t, topic, contactsN, perContact, prefix)
+	sendAll(t, newProducer(t), msgs)
+	return ids
+}
+
+// interleaved builds the records publishInterleaved sends.
+func interleaved(t testing.TB, topic string, contactsN, perContact int, prefix string) ([]*sarama.ProducerMessage, []string) {
+	t.Helper()
 	var ids []string
-	var batch []*sarama.ProducerMessage
+	var msgs []*sarama.ProducerMessage
 	for round := 0; round < perContact; round++ {
 		for c := 0; c < contactsN; c++ {
 			contact := fmt.Sprintf("%s-%03d", prefix, c)
@@ -41,18 +48,22 @@ func publishInterleaved(t testing.TB, topic string, contactsN, perContact int, p
 			if err != nil {
 				t.Fatal(err)
 			}
-			batch = append(batch, record.NewEventMessage(topic, ev, []byte(body), "msg_"+id, time.Now()))
+			msgs = append(msgs, record.NewEventMessage(topic, ev, []byte(body), "msg_"+id, time.Now()))
 			ids = append(ids, id)
 		}
 	}
-	for len(batch) > 0 {
-		n := min(len(batch), 500)
-		if err := p.SendMessages(batch[:n]); err != nil {
+	return msgs, ids
+}
+
+func sendAll(t testing.TB, p sarama.SyncProducer, msgs []*sarama.ProducerMessage) {
+	t.Helper()
+	for len(msgs) > 0 {
+		n := min(len(msgs), 500)
+		if err := p.SendMessages(msgs[:n]); err != nil {
 			t.Fatal(err)
 		}
-		batch = batch[n:]
+		msgs = msgs[n:]
 	}
-	return ids
 }
 
 // checkOrder fails the test unless every contact had exactly its perContact

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The worker's concurrency benchmarks (tests/e2e/bench_worker_test.go) on the
+# local broker: a Contacts API stand-in answering in 5 ms, the default
+# ordering (key) against ordering=partition (one event at a time per
+# partition, the design before per-key concurrency) as the reference line,
+# in the same run. Each is repeated RUNS times (default 5); the median is
+# reported beside min and max. Results: bench/out/worker-concurrency.md.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+runs=${RUNS:-5}
+out=bench/out
+mkdir -p "$out"
+raw=$out/worker-concurrency.txt
+
+go test -run '^$' -bench 'BenchmarkWorkerLatencyBound|BenchmarkWorkerFailingContact|BenchmarkContactsClientCeiling' -benchtime 1x -count "$runs" \
+  -timeout 60m ./tests/e2e/ 2>&1 | tee "$raw" | grep -E '^(Benchmark|--- FAIL|FAIL)' >&2 || true
+if grep -qE '^(--- FAIL|FAIL)' "$raw"; then
+  echo "bench-worker: a benchmark failed (see $raw)" >&2
+  exit 1
+fi
+
+# values NAME UNIT: the values of metric UNIT of benchmark NAME, one a line.
+values() {
+  awk -v name="$1" -v unit="$2" '$1 ~ "^"name"-[0-9]+$" { for (i = 3; i <= NF; i++) if ($i == unit) print $(i-1) }' "$raw"
+}
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4g\n", (a[NR/2]+a[NR/2+1])/2}'; }
+minmax() { sort -g | awk 'NR==1{mn=$1} {mx=$1} END {printf "%s–%s", mn, mx}'; }
+sum() { awk '{s+=$1} END {print s+0}'; }
+row() { # label name unit [checked]
+  local v checks=—
+  v=$(values "$2" "$3")
+  [ "${4:-}" = checked ] && checks="$(values "$2" order-violations | sum) / $(values "$2" overlaps | sum)"
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$(median <<<"$v")" "$(minmax <<<"$v")" "$(tr '\n' ' ' <<<"$v")" "$checks"
+}
+ratio() { # name3 name1 unit: median of the first over median of the second
+  awk -v a="$(values "$1" "$3" | median)" -v b="$(values "$2" "$3" | median)" 'BEGIN {printf "%.2f", a/b}'
+}
+lb=BenchmarkWorkerLatencyBound
+fc=BenchmarkWorkerFailingContact
+{
+  echo "# make bench — worker concurrency — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo
+  echo "$(nproc) cores; Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' scripts/kafka/pom.xml) single node on loopback; Contacts API stand-in answering in 5 ms; $runs runs each."
+  echo
+  echo "| measurement | median | min–max | runs | order violations / overlapping calls (all runs) |"
+  echo "| --- | --- | --- | --- | --- |"
+  for o in key partition; do
+    row "ordering=$o: 1 worker, max in flight 256 (default), 20,000 events / 2,000 contacts / 6 partitions, events/s" "$lb/ordering=$o/replicas=1/max_in_flight=256" events/s checked
+    row "ordering=$o: 1 worker, max in flight 16, events/s" "$lb/ordering=$o/replicas=1/max_in_flight=16" events/s checked
+    row "ordering=$o: 3 workers, max in flight 16 each, events/s" "$lb/ordering=$o/replicas=3/max_in_flight=16" events/s checked
+    row "ordering=$o: one contact 503 for 20 s, seconds until the 599 others' 5,990 events are applied" "$fc/ordering=$o" s-others-applied checked
+  done
+  for c in 16 48 256; do
+    row "ceiling: the Contacts API client alone, $c calls at once on the same stand-in, calls/s" "BenchmarkContactsClientCeiling/conc=$c" calls/s
+  done
+  echo
+  echo "3 workers ÷ 1 worker at max in flight 16 (medians): ordering=key $(ratio "$lb/ordering=key/replicas=3/max_in_flight=16" "$lb/ordering=key/replicas=1/max_in_flight=16" events/s), ordering=partition $(ratio "$lb/ordering=partition/replicas=3/max_in_flight=16" "$lb/ordering=partition/replicas=1/max_in_flight=16" events/s); the client alone, 48 ÷ 16 calls at once: $(ratio BenchmarkContactsClientCeiling/conc=48 BenchmarkContactsClientCeiling/conc=16 calls/s)."
+} | tee "$out/worker-concurrency.md"
