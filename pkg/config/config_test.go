@@ -221,6 +221,12 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 		{"enqueue outlasts write timeout", false, nil, gw(map[string]string{"GATEWAY_ENQUEUE_TIMEOUT": "30s"}), []string{"GATEWAY_ENQUEUE_TIMEOUT", "GATEWAY_WRITE_TIMEOUT"}},
 		{"body does not fit a record", false, nil, gw(map[string]string{"GATEWAY_MAX_BODY_BYTES": "2000000"}), []string{"KAFKA_MAX_MESSAGE_BYTES", "GATEWAY_MAX_BODY_BYTES"}},
 		{"worker empty group", true, []string{"--group-id="}, wk(nil), []string{"WORKER_GROUP_ID"}},
+		{"worker no in-flight slot", true, []string{"--max-in-flight", "0"}, wk(nil), []string{"WORKER_MAX_IN_FLIGHT", "--max-in-flight"}},
+		{"worker no partition buffer", true, nil, wk(map[string]string{"WORKER_PARTITION_BUFFER": "0"}), []string{"WORKER_PARTITION_BUFFER"}},
+		{"worker unknown ordering", true, nil, wk(map[string]string{"WORKER_ORDERING": "none"}), []string{"WORKER_ORDERING", "key or partition"}},
+		{"worker outage ratio over 1", true, nil, wk(map[string]string{"WORKER_OUTAGE_FAILURE_RATIO": "1.5"}), []string{"WORKER_OUTAGE_FAILURE_RATIO"}},
+		{"worker outage without contacts", true, nil, wk(map[string]string{"WORKER_OUTAGE_MIN_CONTACTS": "0"}), []string{"WORKER_OUTAGE_MIN_CONTACTS"}},
+		{"worker outage zero probe interval", true, nil, wk(map[string]string{"WORKER_OUTAGE_PROBE_INTERVAL": "0s"}), []string{"WORKER_OUTAGE_PROBE_INTERVAL"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -26,7 +27,15 @@ type groupHandler struct {
 	ordering string
 	// outage, when set, stops the reading of new records while the API is out.
 	outage *OutageDetector
+	// committed, when set, returns a partition's committed offset and its
+	// metadata, so that records finished above it by the partition's last
+	// owner are skipped.
+	committed func(topic string, partition int32) (int64, string, error)
 }
+
+// metadataInterval is how often a partition's commit metadata (its
+// finished records above the watermark) is brought up to date.
+const metadataInterval = 500 * time.Millisecond
 
 func newGroupHandler(proc *Processor, w config.WorkerFleet, outage *OutageDetector) *groupHandler {
 	return &groupHandler{proc: proc, slots: make(chan struct{}, w.MaxInFlight), buffer: w.PartitionBuffer, ordering: w.Ordering, outage: outage}
@@ -70,6 +79,16 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 	defer m.watermarkLag.DeleteLabelValues(labels...)
 
 	wm := newWatermark()
+	var finishedBefore func(int64) bool
+	if h.committed != nil {
+		off, meta, err := h.committed(topic, partition)
+		switch {
+		case err != nil:
+			h.proc.Log.Warn().Err(err).Int32("partition", partition).Msg("reading the committed metadata; records finished above the committed offset will be applied again")
+		case off == claim.InitialOffset():
+			finishedBefore = finishedAbove(meta, off)
+		}
+	}
 	queues := map[string][]*sarama.ConsumerMessage{} // per key: the event in flight first, then those waiting
 	done := make(chan finished)
 	running := 0 // events started whose goroutine has not reported back
@@ -80,26 +99,59 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 			cancel()
 		}
 	}
-	start := func(msg *sarama.ConsumerMessage) {
+	// ready holds the events whose key has nothing unfinished before them,
+	// in the order they became ready; each starts once it gets a slot of
+	// the process-wide bound (no goroutine waits for one).
+	var ready []*sarama.ConsumerMessage
+	start := func(msg *sarama.ConsumerMessage) { // the caller took a slot
 		running++
-		go func() { done <- finished{msg, h.apply(ctx, msg)} }()
+		m.inFlight.Inc()
+		go func() {
+			out := h.proc.Process(ctx, msg)
+			m.inFlight.Dec()
+			<-h.slots
+			done <- finished{msg, out}
+		}()
 	}
+	marked, markedMeta := int64(-1), ""
 	mark := func() {
-		if off, ok := wm.commit(); ok {
-			s.MarkOffset(topic, partition, off, "")
-			wmLag.Set(float64(wm.next - off))
-			lag.Set(float64(claim.HighWaterMarkOffset() - off))
+		off, ok := wm.commit()
+		if !ok {
+			return
 		}
+		if off > marked {
+			s.MarkOffset(topic, partition, off, "") // metadata of an older watermark would not fit this one
+			marked, markedMeta = off, ""
+		}
+		wmLag.Set(float64(wm.next - off))
+		lag.Set(float64(claim.HighWaterMarkOffset() - off))
 		buffered.Set(float64(wm.pending()))
 	}
+	// markMetadata records the finished records above the watermark with
+	// it; ResetOffset, as MarkOffset changes nothing at the same offset.
+	markMetadata := func() {
+		if off, ok := wm.commit(); ok && off == marked {
+			if meta := wm.metadata(); meta != markedMeta {
+				s.ResetOffset(topic, partition, off, meta)
+				markedMeta = meta
+			}
+		}
+	}
+	tick := time.NewTicker(metadataInterval)
+	defer tick.Stop()
 	messages := claim.Messages()
 	for {
 		if stopping && running == 0 {
 			mark()
+			markMetadata()
 			return nil
 		}
 		var in <-chan *sarama.ConsumerMessage
 		var resumed <-chan struct{}
+		var slot chan<- struct{}
+		if len(ready) > 0 && !stopping {
+			slot = h.slots
+		}
 		switch {
 		case stopping || wm.pending() >= h.buffer:
 		case h.outage != nil && h.outage.Out():
@@ -114,12 +166,22 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 				continue
 			}
 			wm.read(msg.Offset)
+			if finishedBefore != nil && finishedBefore(msg.Offset) {
+				wm.finish(msg.Offset) // finished by this partition's last owner
+				m.skipped.Inc()
+				mark()
+				continue
+			}
 			k := h.key(msg)
 			queues[k] = append(queues[k], msg)
 			if len(queues[k]) == 1 {
-				start(msg)
+				ready = append(ready, msg)
 			}
-			buffered.Set(float64(wm.pending()))
+			mark()
+		case slot <- struct{}{}:
+			start(ready[0])
+			ready[0] = nil
+			ready = ready[1:]
 		case f := <-done:
 			running--
 			if f.outcome == Abandoned {
@@ -131,32 +193,17 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 			k := h.key(f.msg)
 			if q := queues[k][1:]; len(q) > 0 {
 				queues[k] = q
-				if !stopping {
-					start(q[0])
-				}
+				ready = append(ready, q[0])
 			} else {
 				delete(queues, k)
 			}
+		case <-tick.C:
+			markMetadata()
 		case <-resumed:
 		case <-ctx.Done():
 			stop()
 		}
 	}
-}
-
-// apply waits for a slot of the process-wide bound, then processes the event.
-func (h *groupHandler) apply(ctx context.Context, msg *sarama.ConsumerMessage) Outcome {
-	select {
-	case h.slots <- struct{}{}:
-	case <-ctx.Done():
-		return Abandoned
-	}
-	h.proc.Metrics.inFlight.Inc()
-	defer func() {
-		h.proc.Metrics.inFlight.Dec()
-		<-h.slots
-	}()
-	return h.proc.Process(ctx, msg)
 }
 
 // key is what orders events: the record key (contact id) by default, or

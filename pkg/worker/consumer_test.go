@@ -19,21 +19,30 @@ type fakeSession struct {
 	ctx    context.Context
 	mu     sync.Mutex
 	marked int64
+	meta   string
 }
 
 func (s *fakeSession) Claims() map[string][]int32 { return nil }
 func (s *fakeSession) MemberID() string           { return "m" }
 func (s *fakeSession) GenerationID() int32        { return 1 }
-func (s *fakeSession) MarkOffset(_ string, _ int32, offset int64, _ string) {
+func (s *fakeSession) MarkOffset(_ string, _ int32, offset int64, meta string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if offset < s.marked {
 		panic(fmt.Sprintf("mark moved back from %d to %d", s.marked, offset))
 	}
-	s.marked = offset
+	if offset > s.marked { // as sarama: the same offset changes nothing
+		s.marked, s.meta = offset, meta
+	}
 }
-func (s *fakeSession) Commit()                                         {}
-func (s *fakeSession) ResetOffset(string, int32, int64, string)        {}
+func (s *fakeSession) Commit() {}
+func (s *fakeSession) ResetOffset(_ string, _ int32, offset int64, meta string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if offset <= s.marked {
+		s.marked, s.meta = offset, meta
+	}
+}
 func (s *fakeSession) MarkMessage(m *sarama.ConsumerMessage, _ string) {}
 func (s *fakeSession) Context() context.Context                        { return s.ctx }
 func (s *fakeSession) mark() int64 {
@@ -322,5 +331,39 @@ func TestConsumeClaimRevoked(t *testing.T) {
 	}
 	if s.mark() != 1 {
 		t.Errorf("marked %d, want 1 (the abandoned event)", s.mark())
+	}
+}
+
+// A member taking a partition over skips what its last owner finished above
+// the committed offset (the commit's metadata), and applies the rest.
+func TestConsumeClaimSkipsWhatTheLastOwnerFinished(t *testing.T) {
+	api := newSlowAPI(0, "stuck")
+	claim, n := feed(10, 5, "stuck")
+	h := newTestHandler(api, 4, 1000, config.OrderingKey)
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "every other contact applied", func() bool { return api.applied() == 50 })
+	cancel()
+	<-done
+	s.mu.Lock()
+	marked, meta := s.marked, s.meta
+	s.mu.Unlock()
+	if marked != 0 || meta == "" {
+		t.Fatalf("committed %d with metadata %q, want 0 with the finished records described", marked, meta)
+	}
+
+	// The next owner: the same records from the committed offset.
+	next := newSlowAPI(0)
+	again, _ := feed(10, 5, "stuck")
+	h2 := newTestHandler(next, 4, 1000, config.OrderingKey)
+	h2.committed = func(string, int32) (int64, string, error) { return marked, meta, nil }
+	s2, cancel2, done2 := runClaim(t, h2, again)
+	waitFor(t, "everything marked", func() bool { return s2.mark() == int64(n) })
+	cancel2()
+	<-done2
+	if got := next.applied(); got != 1 || len(next.order["stuck"]) != 1 {
+		t.Errorf("the next owner applied %d events (%v), want only the stuck one", got, next.order)
+	}
+	if got := testutil.ToFloat64(h2.proc.Metrics.skipped); got != 50 {
+		t.Errorf("skipped %v, want 50", got)
 	}
 }

@@ -15,6 +15,7 @@ type Metrics struct {
 	watermarkLag       *prometheus.GaugeVec
 	outage             prometheus.Gauge
 	outages            prometheus.Counter
+	skipped            prometheus.Counter
 }
 
 // NewMetrics registers the worker's metrics with reg.
@@ -54,8 +55,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		outages: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "worker_contacts_api_outages_total", Help: "Outages of the Contacts API detected.",
 		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "worker_events_skipped_total", Help: "Records not applied again on taking a partition over, because the commit's metadata says they were finished.",
+		}),
 	}
 	reg.MustRegister(m.events, m.retries, m.deadLettered, m.applyDuration, m.lag, m.dlqPublishFailures,
-		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages)
+		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped)
 	return m
 }

@@ -104,6 +104,10 @@ func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
 		group.ResumeAll()
 		log.Info().Str("reason", why).Msg("contacts api outage over: resuming")
 	})
+	admin, err := sarama.NewClusterAdminFromClient(producerClient) // closed with the client
+	if err != nil {
+		return fmt.Errorf("creating the offsets reader: %w", err)
+	}
 	handler := newGroupHandler(&Processor{
 		Handlers: Handlers(contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight)),
 		Retrier:  NewRetrier(w.Retry, outage),
@@ -114,6 +118,20 @@ func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
 		Log:      log,
 		Now:      time.Now,
 	}, w, outage)
+	handler.committed = func(topic string, partition int32) (int64, string, error) {
+		resp, err := admin.ListConsumerGroupOffsets(w.GroupID, map[string][]int32{topic: {partition}})
+		if err != nil {
+			return 0, "", err
+		}
+		b := resp.GetBlock(topic, partition)
+		if b == nil {
+			return 0, "", fmt.Errorf("no committed offset of %s/%d in the answer", topic, partition)
+		}
+		if b.Err != sarama.ErrNoError {
+			return 0, "", b.Err
+		}
+		return b.Offset, b.Metadata, nil
+	}
 	consumed := make(chan error, 1)
 	go func() { consumed <- consume(ctx, group, cfg.Kafka.Topic, handler, log) }()
 	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).

@@ -57,3 +57,75 @@ func TestWatermarkMemoryFollowsUnfinished(t *testing.T) {
 		t.Errorf("commit %d after all finished, want 100001", got)
 	}
 }
+
+func TestWatermarkMetadata(t *testing.T) {
+	w := newWatermark()
+	for o := int64(100); o < 110; o++ {
+		w.read(o)
+	}
+	for _, o := range []int64{101, 102, 104, 105, 106, 109} {
+		w.finish(o)
+	}
+	meta := w.metadata() // unfinished: 100, 103, 107, 108
+	finished := finishedAbove(meta, 100)
+	if finished == nil {
+		t.Fatalf("metadata %q does not read back", meta)
+	}
+	for o := int64(95); o < 115; o++ {
+		want := o == 101 || o == 102 || o == 104 || o == 105 || o == 106 || o == 109
+		if got := finished(o); got != want {
+			t.Errorf("offset %d finished %v, want %v", o, got, want)
+		}
+	}
+	tests := []struct{ name, meta string }{
+		{"another offset's", meta},
+		{"empty", ""},
+		{"not ours", "some-other-client-state"},
+		{"not base64", metadataPrefix + "%%%"},
+		{"truncated", meta[:len(meta)-2]},
+	}
+	for _, tt := range tests {
+		base := int64(100)
+		if tt.name == "another offset's" {
+			base = 101
+		}
+		if finishedAbove(tt.meta, base) != nil {
+			t.Errorf("%s metadata read as finished records", tt.name)
+		}
+	}
+	if newWatermark().metadata() != "" {
+		t.Error("metadata with nothing read")
+	}
+}
+
+// Thousands of unfinished records: the metadata stays under its bound and
+// describes a prefix exactly; beyond it nothing is taken as finished.
+func TestWatermarkMetadataBounded(t *testing.T) {
+	w := newWatermark()
+	for o := int64(0); o < 100000; o++ {
+		w.read(o)
+		if o%7 != 0 { // one in seven unfinished, spread out
+			w.finish(o)
+		}
+	}
+	meta := w.metadata()
+	if len(meta) > maxMetadata+len(metadataPrefix) {
+		t.Fatalf("metadata of %d bytes, over %d", len(meta), maxMetadata)
+	}
+	finished := finishedAbove(meta, 0)
+	if finished == nil {
+		t.Fatal("bounded metadata does not read back")
+	}
+	described := 0
+	for o := int64(0); o < 100000; o++ {
+		if finished(o) {
+			described++
+			if o%7 == 0 {
+				t.Fatalf("unfinished offset %d taken as finished", o)
+			}
+		}
+	}
+	if described < 1000 {
+		t.Errorf("only %d finished records described in %d bytes", described, len(meta))
+	}
+}

@@ -236,7 +236,7 @@ func TestDefaultValuesRenderEveryPart(t *testing.T) {
 
 func TestOverriddenValues(t *testing.T) {
 	m := mustRender(t, with(map[string]any{
-		"worker":  map[string]any{"replicaCount": 5},
+		"worker":  map[string]any{"replicaCount": 5, "maxInFlight": 64, "partitionBuffer": 200},
 		"secrets": map[string]any{"existingSecret": "acme-prod-secrets"},
 		"replay": map[string]any{"enabled": true, "dryRun": true, "eventTypes": []any{"contact.updated", "contact.created"},
 			"errorKinds": []any{"transient"}, "since": "2026-11-26T10:00:00Z", "limit": 500, "rate": 50},
@@ -244,6 +244,13 @@ func TestOverriddenValues(t *testing.T) {
 	}))
 	if got := *m.deployments["worker"].Spec.Replicas; got != 5 {
 		t.Errorf("worker replicas %d, want 5", got)
+	}
+	wcfg, err := config.LoadWorker(nil, envOf(t, m, m.deployments["worker"].Spec.Template.Spec.Containers[0]), io.Discard)
+	if err != nil {
+		t.Fatalf("the worker's environment does not load: %v", err)
+	}
+	if wcfg.Worker.MaxInFlight != 64 || wcfg.Worker.PartitionBuffer != 200 {
+		t.Errorf("worker max in flight %d, partition buffer %d; want 64, 200", wcfg.Worker.MaxInFlight, wcfg.Worker.PartitionBuffer)
 	}
 	if len(m.secrets) != 0 {
 		t.Errorf("rendered %d Secrets with an existing one named", len(m.secrets))

@@ -122,6 +122,19 @@ func metric(t testing.TB, b *binary, name string) float64 {
 	return 0
 }
 
+// committedMetadata returns the metadata committed with partition 0's offset.
+func committedMetadata(t testing.TB, group, topic string) string {
+	t.Helper()
+	resp, err := newAdmin(t).ListConsumerGroupOffsets(group, map[string][]int32{topic: {0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := resp.GetBlock(topic, 0); b != nil {
+		return b.Metadata
+	}
+	return ""
+}
+
 // One partition, many contacts: several contacts' events are in flight at
 // once, each contact's strictly in order, and the committed offset reaches
 // the end.
@@ -179,8 +192,25 @@ func TestWorkerFailingContactHoldsBackOnlyItself(t *testing.T) {
 		t.Errorf("buffered records %v, want 2 (the failing contact's two events)", got)
 	}
 
+	// A member taking the partition over (here: a restart) skips the 200
+	// records finished above the committed offset (the commit's metadata
+	// lists them) instead of applying them again.
+	eventually(t, 10*time.Second, "the finished records committed in the metadata", func() bool {
+		return committedMetadata(t, topics["WORKER_GROUP_ID"], topic) != ""
+	})
+	wk.stop(t)
+	before := api.CallCount()
 	api.ClearFailures()
+	next := startWorker(t, workerEnv(topics, url, nil))
 	eventually(t, 30*time.Second, "the failing contact applied", func() bool { return firstName(t, api, "stuck") == "S2" })
+	for _, c := range api.Calls()[before:] {
+		if c.ContactID != "stuck" {
+			t.Errorf("%s (%s) called again after the restart, though finished and in the commit's metadata", c.IdempotencyKey, c.ContactID)
+		}
+	}
+	if got := metric(t, next, "worker_events_skipped_total"); got != 200 {
+		t.Errorf("skipped %v records on taking the partition over, want 200 (offsets 2-201)", got)
+	}
 	if got := strings.Join(applied(api)["stuck"], ","); got != "evt_stuck_1,evt_stuck_2" {
 		t.Errorf("stuck contact applied %s, want evt_stuck_1,evt_stuck_2", got)
 	}
