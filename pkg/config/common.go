@@ -25,6 +25,9 @@ type Kafka struct {
 	Topic string `mapstructure:"topic"`
 	// DLQTopic receives the events that could not be processed.
 	DLQTopic string `mapstructure:"dlq_topic"`
+	// ParkedTopic (contact-worker only) is the compacted topic of the parked
+	// contacts, co-partitioned with Topic.
+	ParkedTopic string `mapstructure:"parked_topic"`
 	// ProvisionTopics creates missing topics at start.
 	ProvisionTopics bool `mapstructure:"provision_topics"`
 	// TopicPartitions is the partition count of Topic when created.

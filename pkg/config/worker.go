@@ -103,6 +103,15 @@ type Replay struct {
 	// Since and Until bound dlq_failed_at (RFC 3339; empty: unbounded).
 	Since string `mapstructure:"since"`
 	Until string `mapstructure:"until"`
+	// ContactIDs are parked contacts to release: each one's head and parked
+	// events are replayed in their order (latest copy of each).
+	ContactIDs []string `mapstructure:"contact_id"`
+	// DiscardEventID, with one ContactID, is a head event never to apply.
+	DiscardEventID string `mapstructure:"discard_event_id"`
+	// ListParked lists the parked contacts instead of replaying.
+	ListParked bool `mapstructure:"list_parked"`
+	// Actor names who runs the replay, for the summary line.
+	Actor string `mapstructure:"actor"`
 	// Limit caps the records replayed in one run (0: none).
 	Limit int `mapstructure:"limit"`
 	// DryRun prints what would be replayed and changes nothing.
@@ -118,6 +127,7 @@ const WorkerConfigFileEnv = "WORKER_CONFIG_FILE"
 
 // WorkerSettings are the settings contact-worker reads.
 var WorkerSettings = append(append(Settings{}, commonSettings...),
+	Setting{Key: "kafka.parked_topic", Kind: String, Usage: "compacted topic of the parked contacts (co-partitioned with the events topic)"},
 	Setting{Key: "worker.group_id", Kind: String, Usage: "consumer group id of the fleet"},
 	Setting{Key: "worker.contacts_api_url", Kind: String, Usage: "base URL of the Contacts API (required)"},
 	Setting{Key: "worker.contacts_api_token", Kind: String, Usage: "bearer token for the Contacts API"},
@@ -139,9 +149,13 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.replay.from_beginning", Kind: Bool, Usage: "replay: ignore the remembered position, read the whole DLQ"},
 	Setting{Key: "worker.replay.event_type", Kind: StringList, Usage: "replay: only these event types (repeatable or comma-separated)"},
 	Setting{Key: "worker.replay.event_id", Kind: StringList, Usage: "replay: only these event ids (repeatable or comma-separated)"},
-	Setting{Key: "worker.replay.error_kind", Kind: StringList, Usage: "replay: only these kinds: transient, permanent, invalid"},
+	Setting{Key: "worker.replay.error_kind", Kind: StringList, Usage: "replay: only these kinds: transient, permanent, invalid, parked"},
 	Setting{Key: "worker.replay.since", Kind: String, Usage: "replay: only records dead-lettered at or after this RFC 3339 time"},
 	Setting{Key: "worker.replay.until", Kind: String, Usage: "replay: only records dead-lettered before this RFC 3339 time"},
+	Setting{Key: "worker.replay.contact_id", Kind: StringList, Usage: "replay: release these parked contacts: replay each one's dead-lettered head and parked events, in order"},
+	Setting{Key: "worker.replay.discard_event_id", Kind: String, Usage: "replay with --replay-contact-id: never apply this head event; release what follows it"},
+	Setting{Key: "worker.replay.list_parked", Kind: Bool, Usage: "replay: list the parked contacts (head event, count) and exit"},
+	Setting{Key: "worker.replay.actor", Kind: String, Usage: "replay: who runs it, for the summary line (default: $USER@host)"},
 	Setting{Key: "worker.replay.limit", Kind: Int, Usage: "replay: at most this many records (0: no limit)"},
 	Setting{Key: "worker.replay.dry_run", Kind: Bool, Usage: "replay: print what would be replayed, move and commit nothing"},
 	Setting{Key: "worker.replay.max_count", Kind: Int, Usage: "replay loop guard: hold records already replayed this many times"},
@@ -172,6 +186,12 @@ func (c Worker) validate() error {
 	w := c.Worker
 	if err := ss.Required("worker.group_id", w.GroupID == ""); err != nil {
 		return err
+	}
+	if err := ss.Required("kafka.parked_topic", c.Kafka.ParkedTopic == ""); err != nil {
+		return err
+	}
+	if c.Kafka.ParkedTopic == c.Kafka.Topic || c.Kafka.ParkedTopic == c.Kafka.DLQTopic {
+		return ss.Invalid("kafka.parked_topic", "must differ from the events and dead-letter topics")
 	}
 	if w.Replay.DLQ {
 		return w.Replay.validate(ss) // a replay never calls the Contacts API
@@ -222,9 +242,12 @@ func (r Replay) validate(ss Settings) error {
 		return err
 	}
 	for _, k := range r.ErrorKinds {
-		if k != "transient" && k != "permanent" && k != "invalid" {
-			return ss.Invalid("worker.replay.error_kind", "%q is not transient, permanent or invalid", k)
+		if k != "transient" && k != "permanent" && k != "invalid" && k != "parked" {
+			return ss.Invalid("worker.replay.error_kind", "%q is not transient, permanent, invalid or parked", k)
 		}
+	}
+	if r.DiscardEventID != "" && len(r.ContactIDs) != 1 {
+		return ss.Invalid("worker.replay.discard_event_id", "needs exactly one contact (--replay-contact-id), whose head it is")
 	}
 	since, until, err := r.Window()
 	var we windowError

@@ -18,6 +18,9 @@ type TopicSpec struct {
 	ReplicationFactor int16
 	Retention         time.Duration
 	MaxMessageBytes   int
+	// Compact keeps the latest record of each key (cleanup.policy=compact)
+	// instead of deleting by age.
+	Compact bool
 }
 
 // Topics returns the specs of the events topic and the dead-letter topic.
@@ -26,6 +29,13 @@ func Topics(c config.Kafka) []TopicSpec {
 		{Name: c.Topic, Partitions: int32(c.TopicPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.TopicRetention, MaxMessageBytes: c.MaxMessageBytes},
 		{Name: c.DLQTopic, Partitions: int32(c.DLQPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.DLQRetention, MaxMessageBytes: c.MaxMessageBytes},
 	}
+}
+
+// ParkedTopic returns the spec of contact-worker's parked-contacts topic:
+// compacted, with as many partitions as the events topic has (partitions),
+// partition for partition.
+func ParkedTopic(c config.Kafka, partitions int32) TopicSpec {
+	return TopicSpec{Name: c.ParkedTopic, Partitions: partitions, ReplicationFactor: int16(c.ReplicationFactor), MaxMessageBytes: c.MaxMessageBytes, Compact: true}
 }
 
 // MinInSyncReplicas is the min.insync.replicas of a created topic: acks=all
@@ -58,13 +68,12 @@ func EnsureTopics(admin TopicAdmin, specs []TopicSpec) ([]string, error) {
 		retention := strconv.FormatInt(s.Retention.Milliseconds(), 10)
 		maxBytes := strconv.Itoa(s.MaxMessageBytes)
 		minISR := strconv.Itoa(MinInSyncReplicas(s.ReplicationFactor))
-		detail := &sarama.TopicDetail{
-			NumPartitions:     s.Partitions,
-			ReplicationFactor: s.ReplicationFactor,
-			ConfigEntries: map[string]*string{
-				"retention.ms": &retention, "max.message.bytes": &maxBytes, "min.insync.replicas": &minISR,
-			},
+		entries := map[string]*string{"retention.ms": &retention, "max.message.bytes": &maxBytes, "min.insync.replicas": &minISR}
+		if s.Compact {
+			compact := "compact"
+			entries = map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes, "min.insync.replicas": &minISR}
 		}
+		detail := &sarama.TopicDetail{NumPartitions: s.Partitions, ReplicationFactor: s.ReplicationFactor, ConfigEntries: entries}
 		err := admin.CreateTopic(s.Name, detail, false)
 		if errors.Is(err, sarama.ErrTopicAlreadyExists) {
 			continue

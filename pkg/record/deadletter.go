@@ -20,6 +20,12 @@ const (
 	HeaderDLQAttempts          = "dlq_attempts"
 	HeaderDLQFailedAt          = "dlq_failed_at"
 	HeaderDLQConsumerGroup     = "dlq_consumer_group"
+	// HeaderDLQParkedBehind, on a parked event, is the event id of the
+	// contact's dead-lettered head it waits behind.
+	HeaderDLQParkedBehind = "dlq_parked_behind"
+	// HeaderDLQDiscard, on a record a replay puts back, says: never apply
+	// this event (an SRE dropped it); it releases what was parked behind it.
+	HeaderDLQDiscard = "dlq_discard"
 	// HeaderDLQReplayCount is the only dlq_ header a replayed record keeps:
 	// how many times it has been put back, for the replay loop guard.
 	HeaderDLQReplayCount = "dlq_replay_count"
@@ -39,6 +45,9 @@ const (
 	KindPermanent Kind = "permanent"
 	// KindInvalid: the record cannot be parsed or has an unknown event type.
 	KindInvalid Kind = "invalid"
+	// KindParked: not tried; an earlier event of the same contact is in
+	// the DLQ unresolved, and this one waits behind it, in order.
+	KindParked Kind = "parked"
 )
 
 // MaxErrorBytes bounds dlq_error, so a long error body cannot make the
@@ -52,6 +61,8 @@ type Failure struct {
 	Attempts int
 	FailedAt time.Time
 	Group    string
+	// ParkedBehind, for KindParked, is the head's event id.
+	ParkedBehind string
 }
 
 // DeadLetterMessage returns the dead-letter record of m: same key, same
@@ -62,7 +73,7 @@ func DeadLetterMessage(dlqTopic string, m *sarama.ConsumerMessage, f Failure) *s
 	if len(msg) > MaxErrorBytes {
 		msg = msg[:MaxErrorBytes]
 	}
-	return carry(dlqTopic, m, HeaderDLQReplayCount,
+	extra := []sarama.RecordHeader{
 		header(HeaderDLQOriginalTopic, m.Topic),
 		header(HeaderDLQOriginalPartition, strconv.Itoa(int(m.Partition))),
 		header(HeaderDLQOriginalOffset, strconv.FormatInt(m.Offset, 10)),
@@ -71,7 +82,11 @@ func DeadLetterMessage(dlqTopic string, m *sarama.ConsumerMessage, f Failure) *s
 		header(HeaderDLQAttempts, strconv.Itoa(f.Attempts)),
 		header(HeaderDLQFailedAt, f.FailedAt.UTC().Format(time.RFC3339Nano)),
 		header(HeaderDLQConsumerGroup, f.Group),
-	)
+	}
+	if f.ParkedBehind != "" {
+		extra = append(extra, header(HeaderDLQParkedBehind, f.ParkedBehind))
+	}
+	return carry(dlqTopic, m, HeaderDLQReplayCount, extra...)
 }
 
 // carry returns a record of m for topic: the same key and value, m's headers
@@ -119,6 +134,20 @@ func ReplayCount(headers []*sarama.RecordHeader) int {
 // dlq_replay_count, which is one more than before.
 func ReplayMessage(topic string, m *sarama.ConsumerMessage) *sarama.ProducerMessage {
 	return carry(topic, m, "", header(HeaderDLQReplayCount, strconv.Itoa(ReplayCount(m.Headers)+1)))
+}
+
+// DiscardMessage returns the record that tells the worker never to apply
+// the dead-lettered m: ReplayMessage's, marked dlq_discard.
+func DiscardMessage(topic string, m *sarama.ConsumerMessage) *sarama.ProducerMessage {
+	out := ReplayMessage(topic, m)
+	out.Headers = append(out.Headers, header(HeaderDLQDiscard, "true"))
+	return out
+}
+
+// IsDiscard reports whether m is a discard record (DiscardMessage).
+func IsDiscard(m *sarama.ConsumerMessage) bool {
+	v, _ := Header(m.Headers, HeaderDLQDiscard)
+	return v == "true"
 }
 
 // Identity returns the event id and type of an event record: its ce_id and

@@ -16,10 +16,17 @@ import (
 	"github.com/acmecrm/integration-service/pkg/record"
 )
 
-// Summary counts what a run did.
+// Summary counts what a run did, and says who did it and when.
 type Summary struct {
 	Summary bool `json:"summary"` // always true: tells the summary line from the record lines
-	DryRun  bool `json:"dry_run"`
+	// Action is what the run did: replay (the routine one), release
+	// (--replay-contact-id) or list_parked.
+	Action string `json:"action"`
+	// Actor is who ran it (--replay-actor, else $USER@host).
+	Actor string `json:"actor"`
+	// At is when it started.
+	At     time.Time `json:"at"`
+	DryRun bool      `json:"dry_run"`
 	// Read is every record read from the DLQ.
 	Read int `json:"read"`
 	// Replayed were republished (with DryRun: would have been).
@@ -31,6 +38,17 @@ type Summary struct {
 	// LimitReached is true when --replay-limit stopped the run early; the
 	// records after the last replayed one are left for a later run.
 	LimitReached bool `json:"limit_reached"`
+	// ParkedContacts were listed (list_parked).
+	ParkedContacts int `json:"parked_contacts,omitempty"`
+	// Released contacts had every parked event put back, in order (release).
+	Released int `json:"released_contacts,omitempty"`
+	// Discarded heads were put back marked never to apply (release).
+	Discarded int `json:"discarded,omitempty"`
+	// NotParked contacts were asked for but are not parked (release).
+	NotParked int `json:"not_parked,omitempty"`
+	// Missing contacts have a parked event with no copy left in the DLQ,
+	// and were left parked (release).
+	Missing int `json:"missing,omitempty"`
 }
 
 // line is one JSON line of the report, per record replayed or held.
@@ -44,7 +62,16 @@ type line struct {
 // guard, then a summary line, to out.
 func Run(ctx context.Context, cfg config.Worker, log zerolog.Logger, out io.Writer) (Summary, error) {
 	r := cfg.Worker.Replay
-	sum := Summary{Summary: true, DryRun: r.DryRun}
+	sum := Summary{Summary: true, Action: "replay", Actor: r.Actor, At: time.Now().UTC(), DryRun: r.DryRun}
+	if sum.Actor == "" {
+		sum.Actor = defaultActor()
+	}
+	switch {
+	case r.ListParked:
+		sum.Action = "list_parked"
+	case len(r.ContactIDs) > 0:
+		sum.Action = "release"
+	}
 	filter, err := NewFilter(r)
 	if err != nil {
 		return sum, err
@@ -78,33 +105,43 @@ func Run(ctx context.Context, cfg config.Worker, log zerolog.Logger, out io.Writ
 			return sum, fmt.Errorf("end of %s/%d: %w", dlq, p, err)
 		}
 	}
-	offsets, err := sarama.NewOffsetManagerFromClient(r.GroupID, client)
-	if err != nil {
-		return sum, fmt.Errorf("offset manager of group %s: %w", r.GroupID, err)
-	}
-	defer kafka.Close(offsets, "offset manager", log)
 	consumer, err := sarama.NewConsumerFromClient(client)
 	if err != nil {
 		return sum, err
 	}
 	defer kafka.Close(consumer, "consumer", log)
-	var producer sarama.SyncProducer
+	rp := &run{cfg: r, topic: cfg.Kafka.Topic, filter: filter, enc: json.NewEncoder(out), sum: &sum, log: log}
+	if sum.Action == "list_parked" {
+		if err := rp.listParked(ctx, client, cfg.Kafka.ParkedTopic); err != nil {
+			return sum, err
+		}
+		return sum, rp.enc.Encode(sum)
+	}
 	if !r.DryRun {
 		psc, err := kafka.NewProducerConfig(cfg.Kafka)
 		if err != nil {
 			return sum, err
 		}
-		if producer, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, psc); err != nil {
+		if rp.producer, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, psc); err != nil {
 			return sum, fmt.Errorf("creating producer: %w", err)
 		}
-		defer kafka.Close(producer, "producer", log)
+		defer kafka.Close(rp.producer, "producer", log)
 	}
-
-	rp := &run{cfg: r, topic: cfg.Kafka.Topic, filter: filter, producer: producer, enc: json.NewEncoder(out), sum: &sum, log: log}
 	if r.Rate > 0 {
 		rp.tick = time.NewTicker(time.Duration(float64(time.Second) / r.Rate))
 		defer rp.tick.Stop()
 	}
+	if sum.Action == "release" {
+		if err := rp.release(ctx, client, consumer, cfg.Kafka.ParkedTopic, dlq); err != nil {
+			return sum, err
+		}
+		return sum, rp.enc.Encode(sum)
+	}
+	offsets, err := sarama.NewOffsetManagerFromClient(r.GroupID, client)
+	if err != nil {
+		return sum, fmt.Errorf("offset manager of group %s: %w", r.GroupID, err)
+	}
+	defer kafka.Close(offsets, "offset manager", log)
 	for _, p := range partitions {
 		if err := rp.partition(ctx, client, consumer, offsets, dlq, p, ends[p]); err != nil {
 			return sum, err

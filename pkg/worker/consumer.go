@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v4"
 
 	"github.com/acmecrm/integration-service/pkg/config"
 )
@@ -31,6 +32,10 @@ type groupHandler struct {
 	// metadata, so that records finished above it by the partition's last
 	// owner are skipped.
 	committed func(topic string, partition int32) (int64, string, error)
+	// loadParked, when set, rebuilds a partition's parked contacts before
+	// anything of it is applied; dropParked forgets them when it is released.
+	loadParked func(ctx context.Context, partition int32) error
+	dropParked func(partition int32)
 }
 
 // metadataInterval is how often a partition's commit metadata (its
@@ -78,6 +83,12 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 	defer m.buffered.DeleteLabelValues(labels...)
 	defer m.watermarkLag.DeleteLabelValues(labels...)
 
+	if h.loadParked != nil {
+		if !h.load(ctx, partition) {
+			return nil // the session ended first
+		}
+		defer h.dropParked(partition)
+	}
 	wm := newWatermark()
 	var finishedBefore func(int64) bool
 	if h.committed != nil {
@@ -204,6 +215,18 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 			stop()
 		}
 	}
+}
+
+// load rebuilds the partition's parked contacts, again until it works or
+// ctx ends (false): nothing of the partition may be applied without them.
+func (h *groupHandler) load(ctx context.Context, partition int32) bool {
+	b := backoff.NewExponentialBackOff()
+	b.MaxElapsedTime = 0
+	err := backoff.RetryNotify(func() error { return h.loadParked(ctx, partition) }, backoff.WithContext(b, ctx),
+		func(err error, wait time.Duration) {
+			h.proc.Log.Error().Err(err).Int32("partition", partition).Dur("retry_in", wait).Msg("reading the parked contacts failed, retrying")
+		})
+	return err == nil
 }
 
 // key is what orders events: the record key (contact id) by default, or

@@ -6,6 +6,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/acmecrm/integration-service/pkg/record"
@@ -17,19 +18,21 @@ type Sender interface {
 	Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error
 }
 
-// Publisher dead-letters records through a durable (acks=all, idempotent)
-// producer, retrying until Kafka acknowledges or ctx ends: an event is never
-// skipped because the dead-letter topic was briefly unavailable, and a stop
-// or a revoked partition is never held up by a send that hangs.
+// Publisher writes records to one topic through a durable (acks=all,
+// idempotent) producer, retrying until Kafka acknowledges or ctx ends: an
+// event is never skipped because a topic was briefly unavailable, and a
+// stop or a revoked partition is never held up by a send that hangs.
 type Publisher struct {
 	Producer Sender
 	Topic    string
-	Metrics  *Metrics
+	// Failures counts failed attempts (each is retried).
+	Failures prometheus.Counter
 	Log      zerolog.Logger
 }
 
-// DeadLetter implements DeadLetterer.
-func (p *Publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) error {
+// Publish sends the record build returns, again until it is acknowledged
+// or ctx ends (then ctx's error).
+func (p *Publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, build func() *sarama.ProducerMessage) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
@@ -37,10 +40,15 @@ func (p *Publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f
 	id, _ := record.Identity(m)
 	return backoff.RetryNotify(func() error {
 		// A fresh message each try: sarama keeps per-send state in it.
-		return p.Producer.Enqueue(ctx, record.DeadLetterMessage(p.Topic, m, f))
+		return p.Producer.Enqueue(ctx, build())
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
-		p.Metrics.dlqPublishFailures.Inc()
-		p.Log.Error().Err(err).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).
-			Dur("retry_in", wait).Msg("dead-letter publish failed, retrying")
+		p.Failures.Inc()
+		p.Log.Error().Err(err).Str("topic", p.Topic).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).
+			Dur("retry_in", wait).Msg("publish failed, retrying")
 	})
+}
+
+// DeadLetter implements DeadLetterer.
+func (p *Publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) error {
+	return p.Publish(ctx, m, func() *sarama.ProducerMessage { return record.DeadLetterMessage(p.Topic, m, f) })
 }

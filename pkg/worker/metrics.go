@@ -4,31 +4,34 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the worker's Prometheus metrics.
 type Metrics struct {
-	events             *prometheus.CounterVec
-	retries            *prometheus.CounterVec
-	deadLettered       *prometheus.CounterVec
-	applyDuration      *prometheus.HistogramVec
-	lag                *prometheus.GaugeVec
-	dlqPublishFailures prometheus.Counter
-	inFlight           prometheus.Gauge
-	buffered           *prometheus.GaugeVec
-	watermarkLag       *prometheus.GaugeVec
-	outage             prometheus.Gauge
-	outages            prometheus.Counter
-	skipped            prometheus.Counter
+	events              *prometheus.CounterVec
+	retries             *prometheus.CounterVec
+	deadLettered        *prometheus.CounterVec
+	applyDuration       *prometheus.HistogramVec
+	lag                 *prometheus.GaugeVec
+	dlqPublishFailures  prometheus.Counter
+	inFlight            prometheus.Gauge
+	buffered            *prometheus.GaugeVec
+	watermarkLag        *prometheus.GaugeVec
+	outage              prometheus.Gauge
+	outages             prometheus.Counter
+	skipped             prometheus.Counter
+	parked              prometheus.Gauge
+	parkedEvents        prometheus.Counter
+	parkedWriteFailures prometheus.Counter
 }
 
 // NewMetrics registers the worker's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "worker_events_total", Help: "Events processed, by event type and outcome (applied, dead_lettered, abandoned).",
+			Name: "worker_events_total", Help: "Events processed, by event type and outcome (applied, dead_lettered, parked, discarded, abandoned).",
 		}, []string{"event_type", "outcome"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "worker_retries_total", Help: "Retries of transient Contacts API failures, by event type.",
 		}, []string{"event_type"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "worker_dead_lettered_total", Help: "Events dead-lettered, by kind (transient, permanent, invalid).",
+			Name: "worker_dead_lettered_total", Help: "Events dead-lettered, by kind (transient, permanent, invalid, parked).",
 		}, []string{"kind"}),
 		applyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "worker_apply_duration_seconds", Help: "Time to apply an event to the Contacts API, retries included, by event type.",
@@ -58,8 +61,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "worker_events_skipped_total", Help: "Records not applied again on taking a partition over, because the commit's metadata says they were finished.",
 		}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "worker_parked_contacts", Help: "Contacts parked behind a dead-lettered event, in the partitions this member holds.",
+		}),
+		parkedEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "worker_parked_events_total", Help: "Events written to the DLQ behind their contact's unresolved dead-lettered event, not applied.",
+		}),
+		parkedWriteFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "worker_parked_write_failures_total", Help: "Failed attempts to write a contact's record to the parked topic (each is retried).",
+		}),
 	}
 	reg.MustRegister(m.events, m.retries, m.deadLettered, m.applyDuration, m.lag, m.dlqPublishFailures,
-		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped)
+		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped, m.parked, m.parkedEvents, m.parkedWriteFailures)
 	return m
 }

@@ -52,6 +52,10 @@ const (
 	Applied      Outcome = "applied"
 	DeadLettered Outcome = "dead_lettered"
 	Abandoned    Outcome = "abandoned"
+	// Parked: written to the DLQ behind its contact's unresolved head, not tried.
+	Parked Outcome = "parked"
+	// Discarded: an SRE dropped it; never applied.
+	Discarded Outcome = "discarded"
 )
 
 // Processor applies one event: parse, dispatch, retry transient failures,
@@ -60,31 +64,47 @@ type Processor struct {
 	Handlers map[string]HandlerFunc
 	Retrier  *Retrier
 	// Outage, when set, is told of every call's result.
-	Outage  *OutageDetector
-	DLQ     DeadLetterer
+	Outage *OutageDetector
+	DLQ    DeadLetterer
+	// Parking, when set, keeps each contact's order through the DLQ.
+	Parking *Parking
 	Group   string
 	Metrics *Metrics
 	Log     zerolog.Logger
 	Now     func() time.Time
 }
 
-// Process returns Applied or DeadLettered when the event's offset may be
-// committed, and Abandoned when ctx ended first (shutdown or the partition
-// revoked): the event is then neither applied nor dead-lettered, and another
-// member will get it again.
+// Process returns Applied, DeadLettered, Parked or Discarded when the
+// event's offset may be committed, and Abandoned when ctx ended first
+// (shutdown or the partition revoked): the event is then neither applied
+// nor dead-lettered, and another member will get it again.
 func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) Outcome {
 	id, _ := record.Identity(m)
 	log := p.Log.With().Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).Logger()
+	if p.Parking == nil || len(m.Key) == 0 {
+		if record.IsDiscard(m) {
+			return p.discarded(log, id)
+		}
+		out, _ := p.apply(ctx, log, m, record.Failure{})
+		return out
+	}
+	return p.Parking.process(ctx, p, log, m, id)
+}
 
+// apply parses, applies, retries and dead-letters one event (f carries what
+// a dead letter must say beyond the failure); it returns the outcome and,
+// for a dead letter, its kind.
+func (p *Processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, f record.Failure) (Outcome, record.Kind) {
 	ev, err := acmecrm.Parse(m.Value)
 	if err != nil {
-		return p.deadLetter(ctx, log, m, "", record.Failure{Err: fmt.Errorf("unparseable event: %w", err), Kind: record.KindInvalid})
+		f.Err, f.Kind = fmt.Errorf("unparseable event: %w", err), record.KindInvalid
+		return p.deadLetter(ctx, log, m, "", f), f.Kind
 	}
 	handle, ok := p.Handlers[ev.EventType]
 	if !ok {
-		return p.deadLetter(ctx, log, m, ev.EventType, record.Failure{Err: fmt.Errorf("no handler for event type %q", ev.EventType), Kind: record.KindInvalid})
+		f.Err, f.Kind = fmt.Errorf("no handler for event type %q", ev.EventType), record.KindInvalid
+		return p.deadLetter(ctx, log, m, ev.EventType, f), f.Kind
 	}
-
 	start := p.Now()
 	attempts, err := p.Retrier.Do(ctx, func(ctx context.Context) error {
 		err := handle(ctx, ev)
@@ -98,20 +118,28 @@ func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) Outc
 			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("transient failure, retrying")
 		})
 	p.Metrics.applyDuration.WithLabelValues(ev.EventType).Observe(p.Now().Sub(start).Seconds())
+	f.Err, f.Attempts = err, attempts
 	switch {
 	case err == nil:
 		p.Metrics.events.WithLabelValues(ev.EventType, string(Applied)).Inc()
 		log.Info().Str("event_type", ev.EventType).Int("attempts", attempts).Msg("applied")
-		return Applied
+		return Applied, ""
 	case ctx.Err() != nil:
 		p.Metrics.events.WithLabelValues(ev.EventType, string(Abandoned)).Inc()
 		log.Info().Int("attempts", attempts).Msg("abandoned: stopping or partition revoked; not committed")
-		return Abandoned
+		return Abandoned, ""
 	case errors.Is(err, ErrRetriesExhausted):
-		return p.deadLetter(ctx, log, m, ev.EventType, record.Failure{Err: err, Kind: record.KindTransient, Attempts: attempts})
+		f.Kind = record.KindTransient
 	default:
-		return p.deadLetter(ctx, log, m, ev.EventType, record.Failure{Err: err, Kind: record.KindPermanent, Attempts: attempts})
+		f.Kind = record.KindPermanent
 	}
+	return p.deadLetter(ctx, log, m, ev.EventType, f), f.Kind
+}
+
+func (p *Processor) discarded(log zerolog.Logger, id string) Outcome {
+	p.Metrics.events.WithLabelValues("unknown", string(Discarded)).Inc()
+	log.Warn().Str("discarded", id).Msg("discarded by an SRE: not applied")
+	return Discarded
 }
 
 func (p *Processor) deadLetter(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, eventType string, f record.Failure) Outcome {

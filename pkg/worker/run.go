@@ -16,6 +16,7 @@ import (
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/logging"
 	"github.com/acmecrm/integration-service/pkg/ops"
+	"github.com/acmecrm/integration-service/pkg/parking"
 	"github.com/acmecrm/integration-service/pkg/replay"
 )
 
@@ -104,20 +105,65 @@ func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
 		group.ResumeAll()
 		log.Info().Str("reason", why).Msg("contacts api outage over: resuming")
 	})
-	admin, err := sarama.NewClusterAdminFromClient(producerClient) // closed with the client
+	// Reading committed offsets and the parked topic: a client of its own,
+	// so that neither waits behind the producers' requests.
+	readerClient, err := kafka.Connect(ctx, cfg.Kafka.Brokers, csc, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer kafka.Close(readerClient, "reader client", log)
+	if err := provisionParked(readerClient, cfg.Kafka, log); err != nil {
+		return err
+	}
+	admin, err := sarama.NewClusterAdminFromClient(readerClient) // closed with the client
 	if err != nil {
 		return fmt.Errorf("creating the offsets reader: %w", err)
 	}
+	// The parked topic's records go to the partition of the contact's
+	// events, whatever partitioner wrote those: a producer of its own.
+	pkc := *psc
+	pkc.Producer.Partitioner = sarama.NewManualPartitioner
+	parkedClient, err := kafka.Connect(ctx, cfg.Kafka.Brokers, &pkc, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer kafka.Close(parkedClient, "parked-topic client", log)
+	pap, err := sarama.NewAsyncProducerFromClient(parkedClient)
+	if err != nil {
+		return fmt.Errorf("creating the parked-topic producer: %w", err)
+	}
+	parkedProducer := kafka.NewProducer(pap)
+	defer parkedProducer.Close()
+	parked := &Parking{Store: parking.NewStore(), Writer: &Publisher{Producer: parkedProducer, Topic: cfg.Kafka.ParkedTopic, Failures: metrics.parkedWriteFailures, Log: log}}
 	handler := newGroupHandler(&Processor{
 		Handlers: Handlers(contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight)),
 		Retrier:  NewRetrier(w.Retry, outage),
 		Outage:   outage,
-		DLQ:      &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Metrics: metrics, Log: log},
+		DLQ:      &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Log: log},
+		Parking:  parked,
 		Group:    w.GroupID,
 		Metrics:  metrics,
 		Log:      log,
 		Now:      time.Now,
 	}, w, outage)
+	handler.loadParked = func(ctx context.Context, partition int32) error {
+		entries, err := parking.Read(ctx, readerClient, cfg.Kafka.ParkedTopic, partition)
+		if err == nil {
+			parked.Store.Load(partition, entries)
+			metrics.parked.Set(float64(parked.Store.Parked()))
+		}
+		return err
+	}
+	handler.dropParked = func(partition int32) {
+		parked.Store.Drop(partition)
+		metrics.parked.Set(float64(parked.Store.Parked()))
+	}
 	handler.committed = func(topic string, partition int32) (int64, string, error) {
 		resp, err := admin.ListConsumerGroupOffsets(w.GroupID, map[string][]int32{topic: {partition}})
 		if err != nil {
@@ -167,6 +213,32 @@ func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
 	}
 	log.Info().Msg("stopped")
 	return err
+}
+
+// provisionParked creates the parked topic when missing, with the events
+// topic's partitions, and checks that it has as many: a contact's parked
+// record is in the partition of its events.
+func provisionParked(client sarama.Client, c config.Kafka, log zerolog.Logger) error {
+	events, err := client.Partitions(c.Topic)
+	if err != nil {
+		return fmt.Errorf("partitions of %s: %w", c.Topic, err)
+	}
+	if c.ProvisionTopics {
+		if err := kafka.Provision(client, []kafka.TopicSpec{kafka.ParkedTopic(c, int32(len(events)))}, log); err != nil {
+			return err
+		}
+	}
+	if err := client.RefreshMetadata(c.ParkedTopic); err != nil {
+		return fmt.Errorf("KAFKA_PARKED_TOPIC %s: %w", c.ParkedTopic, err)
+	}
+	parked, err := client.Partitions(c.ParkedTopic)
+	if err != nil {
+		return fmt.Errorf("partitions of %s (KAFKA_PARKED_TOPIC): %w", c.ParkedTopic, err)
+	}
+	if len(parked) != len(events) {
+		return fmt.Errorf("KAFKA_PARKED_TOPIC %s has %d partitions and KAFKA_TOPIC %s %d: they must have as many (co-partitioned)", c.ParkedTopic, len(parked), c.Topic, len(events))
+	}
+	return nil
 }
 
 // consume runs consumer-group sessions until ctx ends: a rebalance ends a

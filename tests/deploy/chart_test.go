@@ -238,7 +238,7 @@ func TestOverriddenValues(t *testing.T) {
 	m := mustRender(t, with(map[string]any{
 		"worker":  map[string]any{"replicaCount": 5, "maxInFlight": 64, "partitionBuffer": 200},
 		"secrets": map[string]any{"existingSecret": "acme-prod-secrets"},
-		"replay": map[string]any{"enabled": true, "dryRun": true, "eventTypes": []any{"contact.updated", "contact.created"},
+		"replay": map[string]any{"enabled": true, "dryRun": true, "eventTypes": []any{"contact.updated", "contact.created"}, "contactIds": []any{"c-1"}, "actor": "sre-on-call",
 			"errorKinds": []any{"transient"}, "since": "2026-11-26T10:00:00Z", "limit": 500, "rate": 50},
 		"serviceMonitor": map[string]any{"enabled": true},
 	}))
@@ -289,7 +289,8 @@ func TestOverriddenValues(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the replay Job's environment does not load: %v", err)
 	}
-	if !cfg.Worker.Replay.DLQ || !cfg.Worker.Replay.DryRun || cfg.Worker.Replay.Limit != 500 || len(cfg.Worker.Replay.EventTypes) != 2 {
+	if !cfg.Worker.Replay.DLQ || !cfg.Worker.Replay.DryRun || cfg.Worker.Replay.Limit != 500 || len(cfg.Worker.Replay.EventTypes) != 2 ||
+		len(cfg.Worker.Replay.ContactIDs) != 1 || cfg.Worker.Replay.Actor != "sre-on-call" || cfg.Kafka.ParkedTopic != "contact-events-parked" {
 		t.Errorf("replay Job configures %+v", cfg.Worker.Replay)
 	}
 }

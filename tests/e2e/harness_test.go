@@ -185,9 +185,10 @@ func newAdmin(t testing.TB) sarama.ClusterAdmin {
 // topicEnv returns settings that give a test its own topics and group.
 func topicEnv(t testing.TB) map[string]string {
 	return map[string]string{
-		"KAFKA_TOPIC":     uniqueName(t, "events"),
-		"KAFKA_DLQ_TOPIC": uniqueName(t, "dlq"),
-		"WORKER_GROUP_ID": uniqueName(t, "group"),
+		"KAFKA_TOPIC":        uniqueName(t, "events"),
+		"KAFKA_DLQ_TOPIC":    uniqueName(t, "dlq"),
+		"KAFKA_PARKED_TOPIC": uniqueName(t, "parked"),
+		"WORKER_GROUP_ID":    uniqueName(t, "group"),
 	}
 }
 

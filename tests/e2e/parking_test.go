@@ -1,0 +1,245 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/acmecrm/integration-service/tests/standin"
+)
+
+// Order per contact through the DLQ: once a contact's event is
+// dead-lettered, its later events are parked behind it (in the DLQ, in
+// order, not applied) until a replay releases the contact.
+
+// dlqOf returns the dead letters keyed contact, in DLQ order, as
+// "event_id/kind/parked_behind".
+func dlqOf(t testing.TB, topic, contact string) []string {
+	t.Helper()
+	var out []string
+	for _, m := range readAll(t, brokers, topic) {
+		if string(m.Key) == contact {
+			h := headerMap(m)
+			out = append(out, h["ce_id"]+"/"+h["dlq_error_kind"]+"/"+h["dlq_parked_behind"])
+		}
+	}
+	return out
+}
+
+func parkingEnv(topics map[string]string, t testing.TB) map[string]string {
+	return merge(topics, map[string]string{"WORKER_REPLAY_GROUP_ID": uniqueName(t, "replay"), "WORKER_REPLAY_ACTOR": "sre-test"})
+}
+
+// The whole story: E1 rejected, E2 and E3 parked while another contact is
+// applied; the worker restarted, E4 parked too; the cause fixed, a replay
+// of the contact applies E1, E2, E3, E4 in that order and releases it; E5
+// is applied at once; a second replay finds nothing.
+func TestParkingScenario(t *testing.T) {
+	api, url := contactsAPI(t)
+	topics := topicEnv(t)
+	_ = api.Fail(standin.Failure{ContactID: "px", Status: 422})
+	wk := startWorker(t, workerEnv(topics, url, nil))
+	p := newProducer(t)
+	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
+	for i := 1; i <= 3; i++ {
+		publishEvent(t, p, topic, "contact.updated", fmt.Sprintf("evt_px_%d", i), "px", fmt.Sprintf("v%d", i))
+	}
+	publishEvent(t, p, topic, "contact.updated", "evt_py_1", "py", "y1")
+	eventually(t, 30*time.Second, "E1 dead-lettered, E2 and E3 parked", func() bool { return len(dlqOf(t, dlq, "px")) >= 3 })
+	eventually(t, 30*time.Second, "the other contact applied", func() bool { return firstName(t, api, "py") == "y1" })
+	want := []string{"evt_px_1/permanent/", "evt_px_2/parked/evt_px_1", "evt_px_3/parked/evt_px_1"}
+	if got := dlqOf(t, dlq, "px"); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("dead letters of px %v, want %v", got, want)
+	}
+	if got := metric(t, wk, "worker_parked_contacts"); got != 1 {
+		t.Errorf("worker_parked_contacts %v, want 1", got)
+	}
+	env := parkingEnv(topics, t)
+	lines, sum := runReplay(t, env, "--replay-list-parked")
+	if len(lines) != 1 || lines[0].ContactID != "px" || lines[0].Head != "evt_px_1" || lines[0].ParkedEvents != 2 || lines[0].HeadKind != "permanent" ||
+		sum.ParkedContacts != 1 || sum.Action != "list_parked" || sum.Actor != "sre-test" || sum.At == "" {
+		t.Errorf("list: %+v, summary %+v", lines, sum)
+	}
+
+	wk.stop(t)
+	wk = startWorker(t, workerEnv(topics, url, nil)) // rebuilds the parked contacts from Kafka
+	publishEvent(t, p, topic, "contact.updated", "evt_px_4", "px", "v4")
+	eventually(t, 30*time.Second, "E4 parked after the restart", func() bool { return len(dlqOf(t, dlq, "px")) >= 4 })
+	if got := dlqOf(t, dlq, "px")[3]; got != "evt_px_4/parked/evt_px_1" {
+		t.Errorf("E4's dead letter %s, want parked behind evt_px_1", got)
+	}
+	if firstName(t, api, "px") != "" {
+		t.Fatal("px applied while parked")
+	}
+
+	api.ClearFailures() // the cause fixed
+	lines, sum = runReplay(t, env, "--replay-contact-id", "px")
+	if sum.Action != "release" || sum.Released != 1 || sum.Replayed != 4 || ids(lines, "replayed") != "evt_px_1,evt_px_2,evt_px_3,evt_px_4" {
+		t.Errorf("release: %+v, summary %+v", lines, sum)
+	}
+	eventually(t, 30*time.Second, "E1 to E4 applied", func() bool { return len(applied(api)["px"]) >= 4 })
+	if got := strings.Join(applied(api)["px"], ","); got != "evt_px_1,evt_px_2,evt_px_3,evt_px_4" {
+		t.Errorf("px applied %s, want E1, E2, E3, E4 in order", got)
+	}
+	if firstName(t, api, "px") != "v4" {
+		t.Errorf("px holds %q, want v4", firstName(t, api, "px"))
+	}
+	eventually(t, 10*time.Second, "px released", func() bool { return metric(t, wk, "worker_parked_contacts") == 0 })
+
+	publishEvent(t, p, topic, "contact.updated", "evt_px_5", "px", "v5")
+	eventually(t, 30*time.Second, "E5 applied at once", func() bool { return firstName(t, api, "px") == "v5" })
+	lines, sum = runReplay(t, env, "--replay-contact-id", "px")
+	if sum.NotParked != 1 || sum.Replayed != 0 || len(lines) != 1 || lines[0].Action != "not_parked" {
+		t.Errorf("second replay: %+v, summary %+v; want nothing to do", lines, sum)
+	}
+	if lines, _ := runReplay(t, env, "--replay-list-parked"); len(lines) != 0 {
+		t.Errorf("still listed as parked: %+v", lines)
+	}
+}
+
+// The head failing again on its replay: the contact stays parked, and its
+// events are in the DLQ again, in order; the next replay, with the cause
+// fixed, applies them in order.
+func TestParkingHeadFailsAgainOnReplay(t *testing.T) {
+	api, url := contactsAPI(t)
+	topics := topicEnv(t)
+	_ = api.Fail(standin.Failure{ContactID: "px", Status: 422})
+	startWorker(t, workerEnv(topics, url, nil))
+	p := newProducer(t)
+	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
+	publishEvent(t, p, topic, "contact.updated", "evt_px_1", "px", "v1")
+	publishEvent(t, p, topic, "contact.updated", "evt_px_2", "px", "v2")
+	eventually(t, 30*time.Second, "E1 dead, E2 parked", func() bool { return len(dlqOf(t, dlq, "px")) >= 2 })
+	env := parkingEnv(topics, t)
+	if _, sum := runReplay(t, env, "--replay-contact-id", "px"); sum.Replayed != 2 {
+		t.Fatalf("replayed %d, want 2", sum.Replayed)
+	}
+	eventually(t, 30*time.Second, "both back in the DLQ", func() bool { return len(dlqOf(t, dlq, "px")) >= 4 })
+	want := "evt_px_1/permanent/ evt_px_2/parked/evt_px_1 evt_px_1/permanent/ evt_px_2/parked/evt_px_1"
+	if got := strings.Join(dlqOf(t, dlq, "px"), " "); got != want {
+		t.Errorf("dead letters %s, want %s", got, want)
+	}
+	lines, _ := runReplay(t, env, "--replay-list-parked")
+	if len(lines) != 1 || strings.Join(lines[0].Events, ",") != "evt_px_1,evt_px_2" {
+		t.Errorf("parked %+v, want px behind evt_px_1 with evt_px_2", lines)
+	}
+	if len(applied(api)["px"]) != 0 {
+		t.Fatalf("applied %v while the head fails", applied(api)["px"])
+	}
+
+	api.ClearFailures()
+	if _, sum := runReplay(t, env, "--replay-contact-id", "px"); sum.Replayed != 2 || sum.Released != 1 {
+		t.Fatalf("second release: %+v", sum)
+	}
+	eventually(t, 30*time.Second, "both applied", func() bool { return len(applied(api)["px"]) >= 2 })
+	if got := strings.Join(applied(api)["px"], ","); got != "evt_px_1,evt_px_2" {
+		t.Errorf("applied %s, want evt_px_1,evt_px_2 (the latest copy of each, once)", got)
+	}
+}
+
+// An SRE drops a head that must never be applied: what was parked behind it
+// is applied in order, and a later replay of the whole DLQ does not apply
+// the dropped event either.
+func TestParkingDiscardHead(t *testing.T) {
+	api, url := contactsAPI(t)
+	topics := topicEnv(t)
+	_ = api.Fail(standin.Failure{ContactID: "px", Status: 422})
+	wk := startWorker(t, workerEnv(topics, url, nil))
+	p := newProducer(t)
+	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
+	publishEvent(t, p, topic, "contact.updated", "evt_px_1", "px", "v1")
+	publishEvent(t, p, topic, "contact.updated", "evt_px_2", "px", "v2")
+	publishEvent(t, p, topic, "contact.updated", "evt_px_3", "px", "v3")
+	eventually(t, 30*time.Second, "E1 dead, E2 and E3 parked", func() bool { return len(dlqOf(t, dlq, "px")) >= 3 })
+	api.ClearFailures()
+	env := parkingEnv(topics, t)
+	if _, err := runReplayErr(t, env, "--replay-contact-id", "px", "--replay-discard-event-id", "evt_px_2"); err == nil || !strings.Contains(err.Error(), "only the head") {
+		t.Errorf("discarding a non-head: %v, want refused", err)
+	}
+	lines, sum := runReplay(t, env, "--replay-contact-id", "px", "--replay-discard-event-id", "evt_px_1")
+	if sum.Discarded != 1 || sum.Replayed != 2 || ids(lines, "discarded") != "evt_px_1" {
+		t.Errorf("discard: %+v, summary %+v", lines, sum)
+	}
+	eventually(t, 30*time.Second, "E2, E3 applied", func() bool { return len(applied(api)["px"]) >= 2 })
+	eventually(t, 10*time.Second, "px released", func() bool { return metric(t, wk, "worker_parked_contacts") == 0 })
+	// A replay of the whole DLQ (every copy of every event) later on.
+	if _, sum := runReplay(t, merge(env, map[string]string{"WORKER_REPLAY_GROUP_ID": uniqueName(t, "all")}), "--replay-from-beginning"); sum.Replayed != 3 {
+		t.Fatalf("replayed %d, want the 3 dead letters", sum.Replayed)
+	}
+	eventually(t, 30*time.Second, "the whole-DLQ replay processed", func() bool {
+		return strings.Count(wk.logs.String(), `"discarded by an SRE: not applied"`) >= 2
+	})
+	if got := strings.Join(applied(api)["px"], ","); got != "evt_px_2,evt_px_3" {
+		t.Errorf("applied %s, want evt_px_2,evt_px_3: evt_px_1 was discarded", got)
+	}
+	if firstName(t, api, "px") != "v3" {
+		t.Errorf("px holds %q, want v3", firstName(t, api, "px"))
+	}
+}
+
+// A rebalance while a contact is parked: the member that takes its
+// partition over rebuilds the parked contacts from Kafka before applying
+// anything, and parks the contact's next event.
+func TestParkingSurvivesRebalance(t *testing.T) {
+	api, url := contactsAPI(t)
+	topics := topicEnv(t)
+	_ = api.Fail(standin.Failure{ContactID: "px", Status: 422})
+	env := workerEnv(topics, url, nil)
+	a := startWorker(t, env)
+	p := newProducer(t)
+	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
+	publishEvent(t, p, topic, "contact.updated", "evt_px_1", "px", "v1")
+	eventually(t, 30*time.Second, "E1 dead-lettered", func() bool { return len(dlqOf(t, dlq, "px")) >= 1 })
+	api.ClearFailures() // px is parked now whatever the API says
+	b := startWorker(t, env)
+	eventually(t, 30*time.Second, "both members holding partitions", func() bool { return holdsPartitions(a) && holdsPartitions(b) })
+	a.stop(t) // b takes every partition, px's included
+	eventually(t, 30*time.Second, "b holding every partition", func() bool {
+		gs, err := newAdmin(t).DescribeConsumerGroups([]string{topics["WORKER_GROUP_ID"]})
+		return err == nil && len(gs) == 1 && len(gs[0].Members) == 1 && gs[0].State == "Stable"
+	})
+	publishEvent(t, p, topic, "contact.updated", "evt_px_2", "px", "v2")
+	eventually(t, 30*time.Second, "E2 parked by the new owner", func() bool { return len(dlqOf(t, dlq, "px")) >= 2 })
+	if got := dlqOf(t, dlq, "px")[1]; got != "evt_px_2/parked/evt_px_1" {
+		t.Errorf("E2's dead letter %s, want parked behind evt_px_1", got)
+	}
+	if len(applied(api)["px"]) != 0 {
+		t.Errorf("applied %v while parked", applied(api)["px"])
+	}
+	if got := metric(t, b, "worker_parked_contacts"); got != 1 {
+		t.Errorf("b's worker_parked_contacts %v, want 1", got)
+	}
+}
+
+// The parked topic is compacted and has the events topic's partitions.
+func TestParkedTopicProvisioned(t *testing.T) {
+	_, url := contactsAPI(t)
+	topics := topicEnv(t)
+	createTopic(t, topics["KAFKA_TOPIC"], 5)
+	startWorker(t, workerEnv(topics, url, nil))
+	admin := newAdmin(t)
+	var partitions int
+	eventually(t, 10*time.Second, "the parked topic's metadata", func() bool {
+		meta, err := admin.DescribeTopics([]string{topics["KAFKA_PARKED_TOPIC"]})
+		if err != nil || len(meta) != 1 || meta[0].Err != sarama.ErrNoError {
+			return false
+		}
+		partitions = len(meta[0].Partitions)
+		return true
+	})
+	if partitions != 5 {
+		t.Fatalf("parked topic has %d partitions, want 5 like the events topic", partitions)
+	}
+	cfg, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topics["KAFKA_PARKED_TOPIC"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range cfg {
+		if e.Name == "cleanup.policy" && e.Value != "compact" {
+			t.Errorf("cleanup.policy %s, want compact", e.Value)
+		}
+	}
+}
