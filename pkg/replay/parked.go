@@ -23,6 +23,14 @@ type parkedLine struct {
 	Since        time.Time `json:"since"`
 }
 
+// contactLine is a line about a contact asked for: not_parked, or missing
+// (parked events without a copy in the DLQ).
+type contactLine struct {
+	Action    string   `json:"action"`
+	ContactID string   `json:"contact_id"`
+	Missing   []string `json:"missing,omitempty"`
+}
+
 // listParked prints the parked contacts, one line each, sorted by contact.
 func (rp *run) listParked(ctx context.Context, client sarama.Client, topic string) error {
 	entries, err := parking.ReadAll(ctx, client, topic)
@@ -65,7 +73,7 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 		e, ok := parked[c]
 		if !ok {
 			rp.sum.NotParked++
-			if err := rp.enc.Encode(line{"not_parked", Entry{Key: c}}); err != nil {
+			if err := rp.enc.Encode(contactLine{Action: "not_parked", ContactID: c}); err != nil {
 				return err
 			}
 			continue
@@ -96,7 +104,7 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 		if len(missing) > 0 {
 			rp.sum.Missing++
 			rp.log.Error().Str("contact_id", c).Strs("missing", missing).Msg("parked events without a copy in the DLQ: contact left parked")
-			if err := rp.enc.Encode(line{"missing", Entry{Key: c, EventID: missing[0]}}); err != nil {
+			if err := rp.enc.Encode(contactLine{Action: "missing", ContactID: c, Missing: missing}); err != nil {
 				return err
 			}
 			continue
@@ -125,6 +133,7 @@ func (rp *run) putBack(ctx context.Context, m *sarama.ConsumerMessage, discard b
 	if _, _, err := rp.producer.SendMessage(record.DiscardMessage(rp.topic, m)); err != nil {
 		return fmt.Errorf("discarding %s: %w", e.EventID, err)
 	}
+	e.ReplayCount++ // it went back, as a discard, like a replayed record
 	return rp.enc.Encode(line{"discarded", e})
 }
 
