@@ -245,3 +245,27 @@ func TestParkingNeedsAContact(t *testing.T) {
 		t.Errorf("parked state written for a record without a contact")
 	}
 }
+
+// A live event of a contact that arrives while its release is under way
+// (between the put-back records) does not overtake them: it is parked
+// behind what is left, and applied only after a further release.
+func TestParkingLiveEventDuringRelease(t *testing.T) {
+	r := newParkingRig()
+	r.api.reject["x"] = true
+	r.process(t, "x", "e1", 0, false, DeadLettered)
+	r.process(t, "x", "e2", 0, false, Parked)
+	r.api.reject["x"] = false
+	r.process(t, "x", "e1", 1, false, Applied)
+	r.process(t, "x", "e3", 0, false, Parked) // live, between the put-back e1 and e2
+	r.process(t, "x", "e2", 1, false, Applied)
+	if got := r.parked(t, "x"); fmt.Sprint(got) != "[e3]" {
+		t.Fatalf("parked %v, want [e3]", got)
+	}
+	r.process(t, "x", "e3", 1, false, Applied) // the next release
+	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e2 e3]" {
+		t.Errorf("applied %s, want [e1 e2 e3]", got)
+	}
+	if got := r.parked(t, "x"); len(got) != 0 {
+		t.Errorf("still parked %v", got)
+	}
+}
