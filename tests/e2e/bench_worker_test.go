@@ -25,6 +25,16 @@ import (
 
 const benchLatency = 5 * time.Millisecond
 
+// benchSetup starts the stand-in answering in benchLatency and creates the
+// events topic with partitions.
+func benchSetup(b *testing.B, partitions int32) (*standin.Server, string, map[string]string) {
+	api, url := contactsAPI(b)
+	api.SetLatency(benchLatency)
+	topics := topicEnv(b)
+	createTopic(b, topics["KAFKA_TOPIC"], partitions)
+	return api, url, topics
+}
+
 // waitMembers waits until the group has n members, each holding partitions.
 func waitMembers(b testing.TB, group string, n int) {
 	admin := newAdmin(b)
@@ -75,10 +85,7 @@ func BenchmarkWorkerLatencyBound(b *testing.B) {
 				const n, contactsN, perContact, partitions = 20000, 2000, 10, 6
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()
-					api, url := contactsAPI(b)
-					api.SetLatency(benchLatency)
-					topics := topicEnv(b)
-					createTopic(b, topics["KAFKA_TOPIC"], partitions)
+					api, url, topics := benchSetup(b, partitions)
 					env := workerEnv(topics, url, map[string]string{"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": fmt.Sprint(partitions),
 						"WORKER_ORDERING": ordering, "WORKER_MAX_IN_FLIGHT": fmt.Sprint(tc.maxInFlight)})
 					for r := 0; r < tc.replicas; r++ {
@@ -112,10 +119,7 @@ func BenchmarkWorkerFailingContact(b *testing.B) {
 			const contactsN, perContact, partitions = 600, 10, 6
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				api, url := contactsAPI(b)
-				api.SetLatency(benchLatency)
-				topics := topicEnv(b)
-				createTopic(b, topics["KAFKA_TOPIC"], partitions)
+				api, url, topics := benchSetup(b, partitions)
 				publishInterleaved(b, topics["KAFKA_TOPIC"], contactsN, perContact, "c")
 				_ = api.Fail(standin.Failure{ContactID: "c-000", Status: 503, For: "20s"})
 				b.StartTimer()

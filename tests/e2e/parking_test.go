@@ -29,6 +29,16 @@ func dlqOf(t testing.TB, topic, contact string) []string {
 	return out
 }
 
+// parkedSetup starts the stand-in refusing contact px (422) and a worker,
+// on topics of the test's own.
+func parkedSetup(t testing.TB) (api *standin.Server, url string, topics map[string]string, wk *binary, p sarama.SyncProducer) {
+	api, url = contactsAPI(t)
+	topics = topicEnv(t)
+	_ = api.Fail(standin.Failure{ContactID: "px", Status: 422})
+	wk = startWorker(t, workerEnv(topics, url, nil))
+	return api, url, topics, wk, newProducer(t)
+}
+
 func parkingEnv(topics map[string]string, t testing.TB) map[string]string {
 	return merge(topics, map[string]string{"WORKER_REPLAY_GROUP_ID": uniqueName(t, "replay"), "WORKER_REPLAY_ACTOR": "sre-test"})
 }
@@ -38,11 +48,7 @@ func parkingEnv(topics map[string]string, t testing.TB) map[string]string {
 // of the contact applies E1, E2, E3, E4 in that order and releases it; E5
 // is applied at once; a second replay finds nothing.
 func TestParkingScenario(t *testing.T) {
-	api, url := contactsAPI(t)
-	topics := topicEnv(t)
-	_ = api.Fail(standin.Failure{ContactID: "px", Status: 422})
-	wk := startWorker(t, workerEnv(topics, url, nil))
-	p := newProducer(t)
+	api, url, topics, wk, p := parkedSetup(t)
 	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
 	for i := 1; i <= 3; i++ {
 		publishEvent(t, p, topic, "contact.updated", fmt.Sprintf("evt_px_%d", i), "px", fmt.Sprintf("v%d", i))
@@ -104,11 +110,7 @@ func TestParkingScenario(t *testing.T) {
 // events are in the DLQ again, in order; the next replay, with the cause
 // fixed, applies them in order.
 func TestParkingHeadFailsAgainOnReplay(t *testing.T) {
-	api, url := contactsAPI(t)
-	topics := topicEnv(t)
-	_ = api.Fail(standin.Failure{ContactID: "px", Status: 422})
-	startWorker(t, workerEnv(topics, url, nil))
-	p := newProducer(t)
+	api, _, topics, _, p := parkedSetup(t)
 	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
 	publishEvent(t, p, topic, "contact.updated", "evt_px_1", "px", "v1")
 	publishEvent(t, p, topic, "contact.updated", "evt_px_2", "px", "v2")
@@ -144,11 +146,7 @@ func TestParkingHeadFailsAgainOnReplay(t *testing.T) {
 // is applied in order, and a later replay of the whole DLQ does not apply
 // the dropped event either.
 func TestParkingDiscardHead(t *testing.T) {
-	api, url := contactsAPI(t)
-	topics := topicEnv(t)
-	_ = api.Fail(standin.Failure{ContactID: "px", Status: 422})
-	wk := startWorker(t, workerEnv(topics, url, nil))
-	p := newProducer(t)
+	api, _, topics, wk, p := parkedSetup(t)
 	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
 	publishEvent(t, p, topic, "contact.updated", "evt_px_1", "px", "v1")
 	publishEvent(t, p, topic, "contact.updated", "evt_px_2", "px", "v2")
