@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # A real single-node Apache Kafka broker (KRaft, broker + controller in one
-# process) on 127.0.0.1, run from the jars on Maven Central.
+# process) on 127.0.0.1, run from the jars on Maven Central. Beside
+# PLAINTEXT on KAFKA_PORT (9092) it serves SASL_SSL with SCRAM-SHA-512,
+# SCRAM-SHA-256 and PLAIN on KAFKA_PORT+2 (9094; user acme-integration, its
+# password in .cache/kafka/scram-password) and SSL with required client
+# certificates on KAFKA_PORT+3 (9095), from a local CA made once with openssl
+# in .cache/kafka/tls/ (ca.crt, client.crt, client.key: PEM).
 #
 #   scripts/kafka.sh up       fetch (once), format (once), start, wait until it answers
 #   scripts/kafka.sh down     stop it cleanly
@@ -10,7 +15,8 @@
 #                             org.apache.kafka.tools.TopicCommand --list ...)
 #   scripts/kafka.sh reset    stop it and delete its data
 #
-# Environment: KAFKA_PORT (default 9092; the controller uses KAFKA_PORT+1),
+# Environment: KAFKA_PORT (default 9092; the controller uses KAFKA_PORT+1,
+# SASL_SSL KAFKA_PORT+2, SSL KAFKA_PORT+3),
 # KAFKA_HEAP (default 768m), KAFKA_HOME (default .cache/kafka in the repo).
 set -euo pipefail
 
@@ -19,11 +25,16 @@ pom="$repo/scripts/kafka/pom.xml"
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
 port=${KAFKA_PORT:-9092}
 controller_port=$((port + 1))
+sasl_port=$((port + 2))
+ssl_port=$((port + 3))
 heap=${KAFKA_HEAP:-768m}
 home=${KAFKA_HOME:-$repo/.cache/kafka}
 libs="$home/$version/libs"
 run="$home/run-$port"
 pidfile="$run/broker.pid"
+tls="$home/tls"
+scram_user=acme-integration
+scram_file="$home/scram-password"
 logfile="$run/broker.log"
 
 say() { printf 'kafka: %s\n' "$*" >&2; }
@@ -51,6 +62,32 @@ fetch() {
   mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" \
     || die "mvn could not fetch org.apache.kafka:kafka_2.13:$version (is Maven Central reachable?)"
   touch "$libs/.complete"
+}
+
+# tls_material makes, once, a local CA, the broker's certificate (for
+# 127.0.0.1 and localhost) in a PKCS12 keystore, and a client certificate
+# for mTLS, all PEM but the keystore; and the SCRAM user's password.
+tls_material() {
+  [ -f "$tls/.complete" ] && [ -f "$scram_file" ] && return 0
+  command -v openssl >/dev/null || die "openssl is needed for the local TLS listeners (Debian: openssl)"
+  rm -rf "$tls" && mkdir -p "$tls"
+  say "making a local CA and certificates in $tls (once)"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=acme-integration local CA" -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout broker.key -out broker.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile broker.ext -out broker.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=acme-integration" -keyout client.key -out client.csr 2>/dev/null
+    openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -out client.crt 2>/dev/null
+    openssl rand -hex 16 >keystore-password
+    openssl pkcs12 -export -in broker.crt -inkey broker.key -certfile ca.crt -name broker \
+      -passout "file:keystore-password" -out broker.p12
+    rm -f ./*.csr broker.ext
+    chmod 600 ./*.key keystore-password broker.p12
+  ) || die "making the TLS material failed"
+  [ -f "$scram_file" ] || { openssl rand -hex 16 >"$scram_file"; chmod 600 "$scram_file"; }
+  touch "$tls/.complete"
 }
 
 java_cmd() { java -Xshare:auto -cp "$libs/*" -Dlog4j2.configurationFile="$run/log4j2.properties" "$@"; }
@@ -95,11 +132,22 @@ write_server_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port,SASL_SSL://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sasl_port,SSL://127.0.0.1:$ssl_port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$scram_user="$(cat "$scram_file")";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/broker.p12
+ssl.keystore.password=$(cat "$tls/keystore-password")
+ssl.key.password=$(cat "$tls/keystore-password")
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.crt
+listener.name.ssl.ssl.client.auth=required
 log.dirs=$run/data
 num.partitions=1
 auto.create.topics.enable=false
@@ -113,12 +161,32 @@ group.initial.rebalance.delay.ms=0
 CONF
 }
 
+# scram_user_made creates the SCRAM user (both hashes) once per data
+# directory, through the plaintext listener.
+scram_user_made() {
+  [ -f "$run/data/.scram-$scram_user" ] && return 0
+  local pw mechanism; pw=$(cat "$scram_file")
+  for mechanism in SCRAM-SHA-512 SCRAM-SHA-256; do # one per request, as Kafka requires
+    java_cmd kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$port" --alter --entity-type users --entity-name "$scram_user" \
+      --add-config "$mechanism=[password=$pw]" >/dev/null 2>>"$logfile" \
+      || die "creating the SCRAM user $scram_user ($mechanism) failed; see $logfile"
+  done
+  touch "$run/data/.scram-$scram_user"
+}
+
 up() {
   fetch
+  tls_material
   mkdir -p "$run" && write_log_config
   if answers; then
-    say "broker already answering on 127.0.0.1:$port (reused)"
-    return 0
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$sasl_port") 2>/dev/null && pid=$(running_pid); then
+      say "broker $pid has no secured listeners (an older configuration): restarting it"
+      down
+    else
+      say "broker already answering on 127.0.0.1:$port (reused)"
+      scram_user_made
+      return 0
+    fi
   fi
   if pid=$(running_pid); then
     say "broker process $pid exists but does not answer yet; waiting for it"
@@ -144,7 +212,8 @@ up() {
     [ $SECONDS -lt $deadline ] || die "broker did not answer within 90s; see $logfile"
     sleep 0.5
   done
-  say "broker answering on 127.0.0.1:$port"
+  scram_user_made
+  say "broker answering on 127.0.0.1:$port (PLAINTEXT), 127.0.0.1:$sasl_port (SASL_SSL), 127.0.0.1:$ssl_port (SSL, client certificates)"
 }
 
 down() {
@@ -172,5 +241,5 @@ case "${1:-}" in
   fetch) fetch ;;
   tool) shift; tool "$@" ;;
   reset) down; rm -rf "$run"; say "data deleted" ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

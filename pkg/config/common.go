@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"time"
 )
@@ -51,6 +52,56 @@ type Kafka struct {
 	DialTimeout time.Duration `mapstructure:"dial_timeout"`
 	// HealthInterval is how often readiness re-checks the brokers.
 	HealthInterval time.Duration `mapstructure:"health_interval"`
+	// SecurityProtocol is Kafka's security.protocol: PLAINTEXT, SSL,
+	// SASL_PLAINTEXT or SASL_SSL.
+	SecurityProtocol string `mapstructure:"security_protocol"`
+	// SASLMechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* only).
+	SASLMechanism string `mapstructure:"sasl_mechanism"`
+	// SASLUsername and SASLPassword authenticate with SASL; the password
+	// may instead be read from SASLPasswordFile (a mounted Secret).
+	SASLUsername     string `mapstructure:"sasl_username"`
+	SASLPassword     string `mapstructure:"sasl_password"`
+	SASLPasswordFile string `mapstructure:"sasl_password_file"`
+	// TLSCAFile is the PEM of the CAs trusted for the brokers' certificates
+	// (the system's when empty); TLSCertFile and TLSKeyFile, the client
+	// certificate and key (mTLS); TLSServerName overrides the name checked.
+	TLSCAFile     string `mapstructure:"tls_ca_file"`
+	TLSCertFile   string `mapstructure:"tls_cert_file"`
+	TLSKeyFile    string `mapstructure:"tls_key_file"`
+	TLSServerName string `mapstructure:"tls_server_name"`
+	// TLSInsecureSkipVerify trusts any broker certificate (tests only).
+	TLSInsecureSkipVerify bool `mapstructure:"tls_insecure_skip_verify"`
+}
+
+// The security protocols of Kafka.SecurityProtocol.
+const (
+	ProtocolPlaintext     = "PLAINTEXT"
+	ProtocolSSL           = "SSL"
+	ProtocolSASLPlaintext = "SASL_PLAINTEXT"
+	ProtocolSASLSSL       = "SASL_SSL"
+)
+
+// UsesTLS reports whether the protocol encrypts with TLS.
+func (k Kafka) UsesTLS() bool {
+	return k.SecurityProtocol == ProtocolSSL || k.SecurityProtocol == ProtocolSASLSSL
+}
+
+// UsesSASL reports whether the protocol authenticates with SASL.
+func (k Kafka) UsesSASL() bool {
+	return k.SecurityProtocol == ProtocolSASLPlaintext || k.SecurityProtocol == ProtocolSASLSSL
+}
+
+// Password returns the SASL password: SASLPassword, or the content of
+// SASLPasswordFile without its trailing newline.
+func (k Kafka) Password() (string, error) {
+	if k.SASLPasswordFile == "" {
+		return k.SASLPassword, nil
+	}
+	b, err := os.ReadFile(k.SASLPasswordFile)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 // commonSettings are declared by both binaries.
@@ -73,6 +124,16 @@ var commonSettings = Settings{
 	{Key: "kafka.retry_max", Kind: Int, Usage: "Kafka produce and metadata retries"},
 	{Key: "kafka.dial_timeout", Kind: Duration, Usage: "timeout connecting to a broker"},
 	{Key: "kafka.health_interval", Kind: Duration, Usage: "how often readiness re-checks the brokers"},
+	{Key: "kafka.security_protocol", Kind: String, Usage: "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"},
+	{Key: "kafka.sasl_mechanism", Kind: String, Usage: "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"},
+	{Key: "kafka.sasl_username", Kind: String, Usage: "SASL user name"},
+	{Key: "kafka.sasl_password", Kind: String, Usage: "SASL password (prefer the _FILE form)"},
+	{Key: "kafka.sasl_password_file", Kind: String, Usage: "file holding the SASL password (a mounted Secret)"},
+	{Key: "kafka.tls_ca_file", Kind: String, Usage: "PEM file of the CAs that sign the brokers' certificates (system CAs when empty)"},
+	{Key: "kafka.tls_cert_file", Kind: String, Usage: "PEM client certificate (mTLS), with kafka.tls_key_file"},
+	{Key: "kafka.tls_key_file", Kind: String, Usage: "PEM private key of the client certificate"},
+	{Key: "kafka.tls_server_name", Kind: String, Usage: "name to check in the brokers' certificates (default: the broker host)"},
+	{Key: "kafka.tls_insecure_skip_verify", Kind: Bool, Usage: "trust any broker certificate: tests only, never production"},
 }
 
 // validate checks the shared settings; ss names them in errors.
@@ -116,7 +177,76 @@ func (k Kafka) validate(ss Settings) error {
 	if k.RetryMax < 0 {
 		return ss.Invalid("kafka.retry_max", "%d is negative", k.RetryMax)
 	}
+	return k.validateSecurity(ss)
+}
+
+// validateSecurity checks the security settings. No message ever holds a
+// password or a key: only the settings' names and file paths.
+func (k Kafka) validateSecurity(ss Settings) error {
+	switch k.SecurityProtocol {
+	case ProtocolPlaintext, ProtocolSSL, ProtocolSASLPlaintext, ProtocolSASLSSL:
+	default:
+		return ss.Invalid("kafka.security_protocol", "%q is not PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", k.SecurityProtocol)
+	}
+	if !k.UsesSASL() {
+		for _, key := range []string{"kafka.sasl_mechanism", "kafka.sasl_username", "kafka.sasl_password", "kafka.sasl_password_file"} {
+			if k.sasl(key) != "" {
+				return ss.Invalid(key, "is set but %s %s uses no SASL", ss.Lookup("kafka.security_protocol").Env(), k.SecurityProtocol)
+			}
+		}
+	} else {
+		switch k.SASLMechanism {
+		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		case "":
+			return ss.Required("kafka.sasl_mechanism", true)
+		default:
+			return ss.Invalid("kafka.sasl_mechanism", "%q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", k.SASLMechanism)
+		}
+		if err := ss.Required("kafka.sasl_username", k.SASLUsername == ""); err != nil {
+			return err
+		}
+		if k.SASLPassword != "" && k.SASLPasswordFile != "" {
+			return ss.Invalid("kafka.sasl_password_file", "is set beside %s: set one of them", ss.Lookup("kafka.sasl_password").Env())
+		}
+		if err := ss.Required("kafka.sasl_password", k.SASLPassword == "" && k.SASLPasswordFile == ""); err != nil {
+			return err
+		}
+		if _, err := k.Password(); err != nil {
+			return ss.Invalid("kafka.sasl_password_file", "cannot be read: %v", err)
+		}
+	}
+	files := []struct{ key, path string }{{"kafka.tls_ca_file", k.TLSCAFile}, {"kafka.tls_cert_file", k.TLSCertFile}, {"kafka.tls_key_file", k.TLSKeyFile}}
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if !k.UsesTLS() {
+			return ss.Invalid(f.key, "is set but %s %s uses no TLS", ss.Lookup("kafka.security_protocol").Env(), k.SecurityProtocol)
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return ss.Invalid(f.key, "cannot be read: %v", err)
+		}
+	}
+	if (k.TLSCertFile == "") != (k.TLSKeyFile == "") {
+		return ss.Invalid("kafka.tls_cert_file", "and %s go together (a client certificate and its key)", ss.Lookup("kafka.tls_key_file").Env())
+	}
+	if (k.TLSServerName != "" || k.TLSInsecureSkipVerify) && !k.UsesTLS() {
+		return ss.Invalid("kafka.tls_server_name", "or %s is set but %s uses no TLS", ss.Lookup("kafka.tls_insecure_skip_verify").Env(), k.SecurityProtocol)
+	}
 	return nil
+}
+
+func (k Kafka) sasl(key string) string {
+	switch key {
+	case "kafka.sasl_mechanism":
+		return k.SASLMechanism
+	case "kafka.sasl_username":
+		return k.SASLUsername
+	case "kafka.sasl_password":
+		return k.SASLPassword
+	default:
+		return k.SASLPasswordFile
+	}
 }
 
 // positive returns an error naming the first setting whose duration is not positive.

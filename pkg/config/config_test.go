@@ -221,6 +221,17 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 		{"enqueue outlasts write timeout", false, nil, gw(map[string]string{"GATEWAY_ENQUEUE_TIMEOUT": "30s"}), []string{"GATEWAY_ENQUEUE_TIMEOUT", "GATEWAY_WRITE_TIMEOUT"}},
 		{"body does not fit a record", false, nil, gw(map[string]string{"GATEWAY_MAX_BODY_BYTES": "2000000"}), []string{"KAFKA_MAX_MESSAGE_BYTES", "GATEWAY_MAX_BODY_BYTES"}},
 		{"worker empty group", true, []string{"--group-id="}, wk(nil), []string{"WORKER_GROUP_ID"}},
+		{"unknown security protocol", false, nil, gw(map[string]string{"KAFKA_SECURITY_PROTOCOL": "TLS"}), []string{"KAFKA_SECURITY_PROTOCOL"}},
+		{"mechanism without SASL", false, nil, gw(map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN"}), []string{"KAFKA_SASL_MECHANISM", "uses no SASL"}},
+		{"SASL without mechanism", false, nil, gw(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "hunter2-secret"}), []string{"KAFKA_SASL_MECHANISM"}},
+		{"unknown mechanism", false, nil, gw(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "GSSAPI", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "hunter2-secret"}), []string{"KAFKA_SASL_MECHANISM"}},
+		{"SASL without password", false, nil, gw(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": "u"}), []string{"KAFKA_SASL_PASSWORD"}},
+		{"password twice", false, nil, gw(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "hunter2-secret", "KAFKA_SASL_PASSWORD_FILE": "/etc/hostname"}), []string{"KAFKA_SASL_PASSWORD_FILE"}},
+		{"unreadable password file", false, nil, gw(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD_FILE": "/nonexistent/password"}), []string{"KAFKA_SASL_PASSWORD_FILE", "/nonexistent/password"}},
+		{"CA file without TLS", false, nil, gw(map[string]string{"KAFKA_TLS_CA_FILE": "/etc/hostname"}), []string{"KAFKA_TLS_CA_FILE", "uses no TLS"}},
+		{"unreadable CA file", false, nil, gw(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_TLS_CA_FILE": "/nonexistent/ca.crt"}), []string{"KAFKA_TLS_CA_FILE"}},
+		{"cert without key", false, nil, gw(map[string]string{"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_TLS_CERT_FILE": "/etc/hostname"}), []string{"KAFKA_TLS_CERT_FILE", "KAFKA_TLS_KEY_FILE"}},
+		{"skip verify without TLS", false, nil, gw(map[string]string{"KAFKA_TLS_INSECURE_SKIP_VERIFY": "true"}), []string{"KAFKA_TLS_INSECURE_SKIP_VERIFY"}},
 		{"worker no in-flight slot", true, []string{"--max-in-flight", "0"}, wk(nil), []string{"WORKER_MAX_IN_FLIGHT", "--max-in-flight"}},
 		{"worker no partition buffer", true, nil, wk(map[string]string{"WORKER_PARTITION_BUFFER": "0"}), []string{"WORKER_PARTITION_BUFFER"}},
 		{"worker unknown ordering", true, nil, wk(map[string]string{"WORKER_ORDERING": "none"}), []string{"WORKER_ORDERING", "key or partition"}},
@@ -243,6 +254,9 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("got %q, want it to contain %q", err, want)
 				}
+			}
+			if strings.Contains(err.Error(), "hunter2-secret") {
+				t.Errorf("the error shows the password: %q", err)
 			}
 			if strings.Contains(err.Error(), "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") {
 				t.Errorf("error %q reveals a secret", err)
@@ -283,5 +297,22 @@ func TestEnvVarsIncludeSpecNames(t *testing.T) {
 		if !strings.Contains(" "+all+" ", " "+name+" ") {
 			t.Errorf("%s is not read by either binary", name)
 		}
+	}
+}
+
+// --help shows defaults, never a password given by environment or file.
+func TestHelpNeverShowsSecrets(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/c.yaml"
+	if err := os.WriteFile(file, []byte("kafka:\n  sasl_password: from-a-file-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	_, err := LoadWorker([]string{"--config", file, "--help"}, env(map[string]string{"KAFKA_SASL_PASSWORD": "hunter2-secret"}), &out)
+	if !IsHelp(err) {
+		t.Fatalf("got %v, want help", err)
+	}
+	if strings.Contains(out.String(), "hunter2-secret") || strings.Contains(out.String(), "from-a-file-secret") || !strings.Contains(out.String(), "--kafka-sasl-password") {
+		t.Errorf("help shows a secret, or lacks the flag:\n%s", out.String())
 	}
 }

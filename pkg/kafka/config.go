@@ -32,6 +32,9 @@ func NewConfig(c config.Kafka) (*sarama.Config, error) {
 	// Topics are created deliberately, with their retention, never as a side
 	// effect of asking for metadata (Kafka's auto.create.topics.enable).
 	sc.Metadata.AllowAutoTopicCreation = false
+	if err := secure(sc, c); err != nil {
+		return nil, err
+	}
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka config: %w", err)
 	}

@@ -14,6 +14,9 @@ import (
 // answer or ctx ends: a pod that starts before Kafka is reachable waits (not
 // ready) instead of crash-looping.
 func Connect(ctx context.Context, brokers []string, sc *sarama.Config, log zerolog.Logger) (sarama.Client, error) {
+	if sc.Net.TLS.Enable && sc.Net.TLS.Config != nil && sc.Net.TLS.Config.InsecureSkipVerify {
+		log.Warn().Msg("KAFKA_TLS_INSECURE_SKIP_VERIFY is true: the brokers' certificates are NOT checked; anyone on the path can read and change the records. Tests only.")
+	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 250 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
@@ -22,7 +25,7 @@ func Connect(ctx context.Context, brokers []string, sc *sarama.Config, log zerol
 	op := func() error {
 		c, err := newClient(ctx, brokers, sc)
 		if err != nil {
-			log.Warn().Err(err).Strs("brokers", brokers).Msg("kafka not reachable yet, retrying")
+			log.Warn().Err(err).Strs("brokers", brokers).Str("security_protocol", protocolOf(sc)).Msg("kafka not reachable yet, retrying")
 			return err
 		}
 		client = c
@@ -75,5 +78,19 @@ func newClient(ctx context.Context, brokers []string, sc *sarama.Config) (sarama
 			}
 		}()
 		return nil, backoff.Permanent(ctx.Err())
+	}
+}
+
+// protocolOf names sc's security protocol as Kafka does, for logs.
+func protocolOf(sc *sarama.Config) string {
+	switch {
+	case sc.Net.TLS.Enable && sc.Net.SASL.Enable:
+		return "SASL_SSL/" + string(sc.Net.SASL.Mechanism)
+	case sc.Net.TLS.Enable:
+		return "SSL"
+	case sc.Net.SASL.Enable:
+		return "SASL_PLAINTEXT/" + string(sc.Net.SASL.Mechanism)
+	default:
+		return "PLAINTEXT"
 	}
 }

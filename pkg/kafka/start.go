@@ -23,7 +23,7 @@ func Start(ctx context.Context, c config.Kafka, sc *sarama.Config, log zerolog.L
 			return nil, err
 		}
 	}
-	log.Info().Strs("brokers", c.Brokers).Str("kafka_version", sc.Version.String()).Msg("connected to kafka")
+	log.Info().Strs("brokers", c.Brokers).Str("kafka_version", sc.Version.String()).Str("security_protocol", protocolOf(sc)).Msg("connected to kafka")
 	return client, nil
 }
 

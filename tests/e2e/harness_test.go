@@ -93,6 +93,14 @@ type binary struct {
 // ends or stop is called, and waits until its /readyz answers 200.
 func start(t testing.TB, name string, run func(context.Context, []string, func(string) string, *syncBuffer) error, addr string, env map[string]string) *binary {
 	t.Helper()
+	b := launch(t, name, run, addr, env)
+	waitStatus(t, "http://"+addr+"/readyz", http.StatusOK, 60*time.Second, b)
+	return b
+}
+
+// launch runs a binary's Run like start, without waiting for it to be ready.
+func launch(t testing.TB, name string, run func(context.Context, []string, func(string) string, *syncBuffer) error, addr string, env map[string]string) *binary {
+	t.Helper()
 	full := merge(map[string]string{"KAFKA_BROKERS": brokers, "LOG_LEVEL": "debug"}, env)
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &binary{name: name, addr: addr, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
@@ -103,7 +111,6 @@ func start(t testing.TB, name string, run func(context.Context, []string, func(s
 			t.Logf("%s logs:\n%s", name, b.logs.String())
 		}
 	})
-	waitStatus(t, "http://"+addr+"/readyz", http.StatusOK, 60*time.Second, b)
 	return b
 }
 
