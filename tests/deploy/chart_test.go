@@ -492,6 +492,10 @@ func TestRequiredValuesAndSchema(t *testing.T) {
 		{"unknown value", with(map[string]any{"worker": map[string]any{"replicas": 3}}), "replicas"},
 		{"bad error kind", with(map[string]any{"replay": map[string]any{"errorKinds": []any{"fatal"}}}), "errorKinds"},
 		{"broker without port", with(map[string]any{"kafka": map[string]any{"brokers": []any{"kafka"}}}), "brokers"},
+		{"SASL without a Secret", with(map[string]any{"kafka": map[string]any{"security": map[string]any{"protocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512"}}}), "existingSecret"},
+		{"mechanism without SASL", with(map[string]any{"kafka": map[string]any{"security": map[string]any{"protocol": "SSL", "saslMechanism": "PLAIN"}}}), "saslMechanism"},
+		{"unknown protocol", with(map[string]any{"kafka": map[string]any{"security": map[string]any{"protocol": "TLS"}}}), "protocol"},
+		{"client certificate without a Secret", with(map[string]any{"kafka": map[string]any{"security": map[string]any{"protocol": "SSL", "tls": map[string]any{"clientCertificate": true}}}}), "clientCertificate"},
 	}
 	for _, tt := range tests {
 		_, err := render(t, tt.vals)
@@ -503,5 +507,65 @@ func TestRequiredValuesAndSchema(t *testing.T) {
 	// a named one needs no secret values at all.
 	if _, err := render(t, map[string]any{"secrets": map[string]any{"existingSecret": "mine"}, "worker": map[string]any{"contactsApiUrl": "http://x"}}); err != nil {
 		t.Errorf("existing secret without values: %v", err)
+	}
+}
+
+// A secured Kafka: every container that talks to Kafka (gateway, worker,
+// replay Job) gets the user name from the Secret, the password and the TLS
+// files mounted read-only from Secrets, their paths in the environment, and
+// no literal credential anywhere.
+func TestKafkaSecurity(t *testing.T) {
+	m := mustRender(t, with(map[string]any{
+		"kafka": map[string]any{"security": map[string]any{"protocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512", "existingSecret": "kafka-user",
+			"tls": map[string]any{"existingSecret": "kafka-ca", "clientCertificate": true, "serverName": "kafka.internal"}}},
+		"replay": map[string]any{"enabled": true},
+	}))
+	containers := []corev1.PodSpec{m.deployments["gateway"].Spec.Template.Spec, m.deployments["worker"].Spec.Template.Spec, m.jobs[0].Spec.Template.Spec}
+	for _, pod := range containers {
+		c := pod.Containers[0]
+		env := envOf(t, m, c)
+		want := map[string]string{"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+			"KAFKA_SASL_PASSWORD_FILE": "/etc/acme-integration/kafka-sasl/password", "KAFKA_TLS_CA_FILE": "/etc/acme-integration/kafka-tls/ca.crt",
+			"KAFKA_TLS_CERT_FILE": "/etc/acme-integration/kafka-tls/tls.crt", "KAFKA_TLS_KEY_FILE": "/etc/acme-integration/kafka-tls/tls.key",
+			"KAFKA_TLS_SERVER_NAME": "kafka.internal", "KAFKA_SASL_PASSWORD": ""}
+		for k, v := range want {
+			if env(k) != v {
+				t.Errorf("%s: %s = %q, want %q", c.Name, k, env(k), v)
+			}
+		}
+		var user *corev1.EnvVar
+		for i, e := range c.Env {
+			if e.Name == "KAFKA_SASL_USERNAME" {
+				user = &c.Env[i]
+			}
+		}
+		if user == nil || user.ValueFrom == nil || user.ValueFrom.SecretKeyRef.Name != "kafka-user" || user.ValueFrom.SecretKeyRef.Key != "username" || user.Value != "" {
+			t.Errorf("%s: KAFKA_SASL_USERNAME %+v, want from Secret kafka-user, key username", c.Name, user)
+		}
+		mounts := map[string]corev1.VolumeMount{}
+		for _, vm := range c.VolumeMounts {
+			mounts[vm.Name] = vm
+		}
+		if vm := mounts["kafka-sasl"]; !vm.ReadOnly || vm.MountPath != "/etc/acme-integration/kafka-sasl" {
+			t.Errorf("%s: kafka-sasl mount %+v", c.Name, vm)
+		}
+		if vm := mounts["kafka-tls"]; !vm.ReadOnly || vm.MountPath != "/etc/acme-integration/kafka-tls" {
+			t.Errorf("%s: kafka-tls mount %+v", c.Name, vm)
+		}
+		volumes := map[string]corev1.Volume{}
+		for _, v := range pod.Volumes {
+			volumes[v.Name] = v
+		}
+		if v := volumes["kafka-sasl"]; v.Secret == nil || v.Secret.SecretName != "kafka-user" || len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != "password" {
+			t.Errorf("%s: kafka-sasl volume %+v, want only key password of Secret kafka-user", c.Name, v)
+		}
+		if v := volumes["kafka-tls"]; v.Secret == nil || v.Secret.SecretName != "kafka-ca" {
+			t.Errorf("%s: kafka-tls volume %+v", c.Name, v)
+		}
+	}
+	// Plaintext (the default) mounts nothing.
+	plain := mustRender(t, with(nil))
+	if n := len(plain.deployments["gateway"].Spec.Template.Spec.Volumes); n != 0 {
+		t.Errorf("%d volumes without Kafka security", n)
 	}
 }

@@ -64,6 +64,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Kafka settings both binaries read. */}}
 {{- define "acme-integration.kafkaEnv" -}}
+{{- include "acme-integration.kafkaSecurityCheck" . }}
 KAFKA_BROKERS: {{ join "," .Values.kafka.brokers | quote }}
 KAFKA_TOPIC: {{ .Values.kafka.topic | quote }}
 KAFKA_DLQ_TOPIC: {{ .Values.kafka.dlqTopic | quote }}
@@ -71,8 +72,88 @@ KAFKA_PROVISION_TOPICS: {{ .Values.kafka.provisionTopics | quote }}
 KAFKA_TOPIC_PARTITIONS: {{ int .Values.kafka.topicPartitions | quote }}
 KAFKA_DLQ_PARTITIONS: {{ int .Values.kafka.dlqPartitions | quote }}
 KAFKA_REPLICATION_FACTOR: {{ int .Values.kafka.replicationFactor | quote }}
+KAFKA_SECURITY_PROTOCOL: {{ .Values.kafka.security.protocol | quote }}
+{{- with .Values.kafka.security.saslMechanism }}
+KAFKA_SASL_MECHANISM: {{ . | quote }}
+{{- end }}
+{{- if hasPrefix "SASL_" .Values.kafka.security.protocol }}
+KAFKA_SASL_PASSWORD_FILE: "/etc/acme-integration/kafka-sasl/password"
+{{- end }}
+{{- with .Values.kafka.security.tls }}
+{{- if .existingSecret }}
+KAFKA_TLS_CA_FILE: "/etc/acme-integration/kafka-tls/ca.crt"
+{{- if .clientCertificate }}
+KAFKA_TLS_CERT_FILE: "/etc/acme-integration/kafka-tls/tls.crt"
+KAFKA_TLS_KEY_FILE: "/etc/acme-integration/kafka-tls/tls.key"
+{{- end }}
+{{- end }}
+{{- with .serverName }}
+KAFKA_TLS_SERVER_NAME: {{ . | quote }}
+{{- end }}
+{{- if .insecureSkipVerify }}
+KAFKA_TLS_INSECURE_SKIP_VERIFY: "true"
+{{- end }}
+{{- end }}
 LOG_LEVEL: {{ .Values.logLevel | quote }}
 LOG_FORMAT: "json"
+{{- end }}
+
+{{/*
+Kafka credentials of every container that talks to Kafka: the SASL user name
+from the Secret (env), the password and the TLS files mounted read-only
+from Secrets (never literal values). kafkaSecurityEnv, kafkaSecurityMounts
+and kafkaSecurityVolumes go together.
+*/}}
+{{- define "acme-integration.kafkaSecurityCheck" -}}
+{{- $s := .Values.kafka.security }}
+{{- if and (hasPrefix "SASL_" $s.protocol) (or (not $s.existingSecret) (not $s.saslMechanism)) }}
+{{- fail "kafka.security.protocol SASL_* needs kafka.security.saslMechanism and kafka.security.existingSecret (keys username, password)" }}
+{{- end }}
+{{- if and $s.saslMechanism (not (hasPrefix "SASL_" $s.protocol)) }}
+{{- fail "kafka.security.saslMechanism is set but kafka.security.protocol is not SASL_PLAINTEXT or SASL_SSL" }}
+{{- end }}
+{{- if and $s.tls.clientCertificate (not $s.tls.existingSecret) }}
+{{- fail "kafka.security.tls.clientCertificate needs kafka.security.tls.existingSecret (keys ca.crt, tls.crt, tls.key)" }}
+{{- end }}
+{{- end }}
+
+{{- define "acme-integration.kafkaSecurityEnv" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.security.protocol }}
+- name: KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.security.existingSecret }}
+      key: username
+{{- end }}
+{{- end }}
+
+{{- define "acme-integration.kafkaSecurityMounts" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.security.protocol }}
+- name: kafka-sasl
+  mountPath: /etc/acme-integration/kafka-sasl
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.security.tls.existingSecret }}
+- name: kafka-tls
+  mountPath: /etc/acme-integration/kafka-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "acme-integration.kafkaSecurityVolumes" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.security.protocol }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ .Values.kafka.security.existingSecret }}
+    items:
+      - key: password
+        path: password
+{{- end }}
+{{- with .Values.kafka.security.tls.existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ . }}
+{{- end }}
 {{- end }}
 
 {{/* Pod-level settings shared by every pod. */}}
