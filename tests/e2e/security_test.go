@@ -142,6 +142,18 @@ func TestSecuredMechanisms(t *testing.T) {
 	}
 }
 
+// Skipping the certificate check connects without the CA, and says so
+// loudly.
+func TestSecuredInsecureSkipVerifyIsLogged(t *testing.T) {
+	env := saslEnv(t, "SCRAM-SHA-512", "acme-integration", scramPassword(t))
+	delete(env, "KAFKA_TLS_CA_FILE")
+	env["KAFKA_TLS_INSECURE_SKIP_VERIFY"] = "true"
+	gw := startGateway(t, gatewayEnv(topicEnv(t), env))
+	if !strings.Contains(gw.logs.String(), "KAFKA_TLS_INSECURE_SKIP_VERIFY is true") {
+		t.Error("no warning that the certificates are not checked")
+	}
+}
+
 // notReady checks that b stays up and not ready for a few probe rounds,
 // logging the cause at most once per retry round, never the secret.
 func notReady(t *testing.T, b *binary, cause, secret string) {
