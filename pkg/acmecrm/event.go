@@ -55,9 +55,14 @@ func (e *ValidationError) Error() string {
 var optionalStrings = []string{"acme_first_name", "acme_last_name", "acme_email", "acme_phone"}
 
 // Parse checks body against the rules of an AcmeCRM event and returns the
-// event. The error wraps ErrNotJSONObject when body is not a JSON object, and
-// is a *ValidationError when the object breaks the rules.
+// event. The error is ErrInvalidUTF8, ErrTooDeep or wraps ErrDuplicateKey
+// when the body is not well-formed for an event, wraps ErrNotJSONObject
+// when it is not a JSON object, and is a *ValidationError when the object
+// breaks the rules.
 func Parse(body []byte) (Event, error) {
+	if err := wellFormed(body); err != nil {
+		return Event{}, err
+	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil || top == nil {
 		if err == nil {
@@ -76,7 +81,13 @@ func Parse(body []byte) (Event, error) {
 	ev.EventID, problems = requiredString(top, "", "event_id", problems)
 	var ts string
 	if ts, problems = requiredString(top, "", "timestamp", problems); ts != "" {
-		t, err := time.Parse(time.RFC3339Nano, ts)
+		// RFC 3339 (§5.6) allows a lowercase t and z; Go's layout wants them upper.
+		t, err := time.Parse(time.RFC3339Nano, strings.Map(func(r rune) rune {
+			if r == 't' || r == 'z' {
+				return r - 'a' + 'A'
+			}
+			return r
+		}, ts))
 		if err != nil {
 			add("timestamp %q is not RFC 3339", ts)
 		}

@@ -51,6 +51,10 @@ const (
 	CodeUnreadableBody       = "unreadable_body"
 	CodeInvalidSignature     = "invalid_signature"
 	CodeInvalidJSON          = "invalid_json"
+	CodeInvalidUTF8          = "invalid_utf8"
+	CodeJSONTooDeep          = "json_too_deep"
+	CodeDuplicateKey         = "duplicate_key"
+	CodeOverloaded           = "overloaded"
 	CodeInvalidEvent         = "invalid_event"
 	CodeKafkaUnavailable     = "kafka_unavailable"
 	CodeNotFound             = "not_found"
@@ -105,6 +109,12 @@ func (h *Handler) Serve(c echo.Context) error {
 	case errors.As(err, &invalid):
 		c.Set(ctxEventID, ev.EventID)
 		return fail(c, http.StatusUnprocessableEntity, CodeInvalidEvent, "the event breaks the AcmeCRM event rules", invalid.Problems)
+	case errors.Is(err, acmecrm.ErrInvalidUTF8):
+		return fail(c, http.StatusBadRequest, CodeInvalidUTF8, err.Error(), nil)
+	case errors.Is(err, acmecrm.ErrTooDeep):
+		return fail(c, http.StatusBadRequest, CodeJSONTooDeep, err.Error(), nil)
+	case errors.Is(err, acmecrm.ErrDuplicateKey):
+		return fail(c, http.StatusBadRequest, CodeDuplicateKey, err.Error(), nil)
 	case err != nil:
 		return fail(c, http.StatusBadRequest, CodeInvalidJSON, err.Error(), nil)
 	}
