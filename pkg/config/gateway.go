@@ -40,6 +40,13 @@ type GatewayServer struct {
 	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
 	// ShutdownTimeout bounds the drain on SIGTERM.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// ShutdownDelay is the lame-duck phase after SIGTERM: /readyz answers
+	// 503 and requests are still served (with Connection: close) while the
+	// load balancer stops sending new ones; then the drain starts.
+	ShutdownDelay time.Duration `mapstructure:"shutdown_delay"`
+	// MaxInflightBytes bounds the bytes of bodies being read, verified and
+	// enqueued at once; a request that would pass it gets 503 at once.
+	MaxInflightBytes int64 `mapstructure:"max_inflight_bytes"`
 }
 
 // RecordOverheadBytes is the room kept in a record beside the body for the
@@ -56,6 +63,8 @@ var GatewaySettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "gateway.webhook_secrets", Kind: StringList, Usage: "comma-separated whsec_ signing secrets (required)"},
 	Setting{Key: "gateway.timestamp_tolerance", Kind: Duration, Usage: "allowed skew of webhook-timestamp, either way"},
 	Setting{Key: "gateway.max_body_bytes", Kind: Int, Usage: "largest accepted body in bytes"},
+	Setting{Key: "gateway.max_inflight_bytes", Kind: Int, Usage: "bytes of bodies handled at once; beyond, 503 with Retry-After (bounds memory under bursts)"},
+	Setting{Key: "gateway.shutdown_delay", Kind: Duration, Usage: "lame-duck phase after SIGTERM: not ready, still serving, before the drain"},
 	Setting{Key: "gateway.enqueue_timeout", Kind: Duration, Usage: "wait for Kafka's ack before answering 503"},
 	Setting{Key: "gateway.retry_after", Kind: Duration, Usage: "Retry-After sent with 503"},
 	Setting{Key: "gateway.read_header_timeout", Kind: Duration, Usage: "HTTP read-header timeout"},
@@ -99,6 +108,12 @@ func (c Gateway) validate() error {
 	}
 	if !strings.HasPrefix(g.WebhookPath, "/") {
 		return ss.Invalid("gateway.webhook_path", "%q does not start with /", g.WebhookPath)
+	}
+	if g.MaxInflightBytes < int64(g.MaxBodyBytes) {
+		return ss.Invalid("gateway.max_inflight_bytes", "%d is less than %s %d: a body of the largest size could never pass", g.MaxInflightBytes, ss.Lookup("gateway.max_body_bytes").Env(), g.MaxBodyBytes)
+	}
+	if g.ShutdownDelay < 0 {
+		return ss.Invalid("gateway.shutdown_delay", "%v is negative", g.ShutdownDelay)
 	}
 	if g.MaxBodyBytes < 1 {
 		return ss.Invalid("gateway.max_body_bytes", "%d is less than 1", g.MaxBodyBytes)

@@ -13,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
 	"github.com/acmecrm/integration-service/pkg/record"
@@ -39,8 +40,10 @@ type Handler struct {
 	MaxBodyBytes   int64
 	EnqueueTimeout time.Duration
 	RetryAfter     time.Duration
-	Metrics        *Metrics
-	Now            func() time.Time
+	// Budget, when set, bounds the bytes of bodies in flight.
+	Budget  *semaphore.Weighted
+	Metrics *Metrics
+	Now     func() time.Time
 }
 
 // The machine-readable error codes of the JSON error bodies.
@@ -89,8 +92,26 @@ func (h *Handler) Serve(c echo.Context) error {
 	if req.ContentLength > h.MaxBodyBytes {
 		return tooLarge()
 	}
-	// Read at most one byte past the limit: never an unbounded read.
-	body, err := io.ReadAll(io.LimitReader(req.Body, h.MaxBodyBytes+1))
+	// The body's bytes are reserved before it is read, for as long as it is
+	// held (until Kafka answered): what cannot be reserved at once is
+	// refused, so a burst is answered 503 instead of growing the heap.
+	reserve := req.ContentLength
+	if reserve < 0 { // chunked: it may be as large as allowed
+		reserve = h.MaxBodyBytes
+	}
+	if h.Budget != nil {
+		if !h.Budget.TryAcquire(reserve) {
+			h.Metrics.overloaded.Inc()
+			h.retryAfter(c)
+			return fail(c, http.StatusServiceUnavailable, CodeOverloaded, "too many bodies in flight; send it again", nil)
+		}
+		h.Metrics.inflightBytes.Add(float64(reserve))
+		defer func() {
+			h.Budget.Release(reserve)
+			h.Metrics.inflightBytes.Sub(float64(reserve))
+		}()
+	}
+	body, err := readBody(req.Body, req.ContentLength, h.MaxBodyBytes)
 	if err != nil {
 		return fail(c, http.StatusBadRequest, CodeUnreadableBody, "reading body: "+err.Error(), nil)
 	}
@@ -130,10 +151,28 @@ func (h *Handler) Serve(c echo.Context) error {
 	h.Metrics.enqueued(time.Since(start), err)
 	if err != nil {
 		c.Set(ctxError, err)
-		c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(h.RetryAfter.Round(time.Second).Seconds()))))
+		h.retryAfter(c)
 		return fail(c, http.StatusServiceUnavailable, CodeKafkaUnavailable, "the event could not be enqueued; send it again", nil)
 	}
 	return c.JSON(http.StatusAccepted, AcceptedBody{Status: "accepted", EventID: ev.EventID})
+}
+
+func (h *Handler) retryAfter(c echo.Context) {
+	c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(h.RetryAfter.Round(time.Second).Seconds()))))
+}
+
+// readBody reads a body of declared length n (-1: unknown) into a buffer
+// of its size, or, unknown, at most one byte past max: never an unbounded
+// read, never a buffer grown by doubling.
+func readBody(r io.Reader, n, max int64) ([]byte, error) {
+	if n < 0 {
+		return io.ReadAll(io.LimitReader(r, max+1))
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	return body, nil
 }
 
 // Context keys the access log reads.

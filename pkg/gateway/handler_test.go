@@ -65,7 +65,7 @@ func newTestServer(t *testing.T, enq Enqueuer) *httptest.Server {
 		EnqueueTimeout: 50 * time.Millisecond, RetryAfter: 5 * time.Second,
 		Metrics: NewMetrics(reg), Now: time.Now,
 	}
-	srv := httptest.NewServer(newEcho(h, testPath, func() error { return nil }, reg, zerolog.Nop()))
+	srv := httptest.NewServer(newEcho(h, testPath, func() error { return nil }, &lameDuck{}, reg, zerolog.Nop()))
 	t.Cleanup(srv.Close)
 	return srv
 }

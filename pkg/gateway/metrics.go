@@ -23,6 +23,8 @@ type Metrics struct {
 	enqueue        *prometheus.HistogramVec
 	producerErrors prometheus.Counter
 	rejections     *prometheus.CounterVec
+	overloaded     prometheus.Counter
+	inflightBytes  prometheus.Gauge
 }
 
 // NewMetrics registers the gateway's metrics with reg.
@@ -48,8 +50,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_webhook_auth_failures_total", Help: "Webhooks rejected with 401, by reason.",
 		}, []string{"reason"}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_overloaded_total", Help: "Webhooks answered 503 because the bodies in flight filled GATEWAY_MAX_INFLIGHT_BYTES.",
+		}),
+		inflightBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_inflight_body_bytes", Help: "Bytes of bodies reserved by the requests being served (at most GATEWAY_MAX_INFLIGHT_BYTES).",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.inFlight, m.enqueue, m.producerErrors, m.rejections)
+	reg.MustRegister(m.requests, m.duration, m.inFlight, m.enqueue, m.producerErrors, m.rejections, m.overloaded, m.inflightBytes)
 	return m
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/acmecrm/integration-service/pkg/config"
 	"github.com/acmecrm/integration-service/pkg/kafka"
@@ -50,6 +51,7 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 	reg := ops.NewRegistry()
 	metrics := NewMetrics(reg)
 	probe := kafka.NewProbe(cfg.Kafka, sc)
+	lameDuck := &lameDuck{}
 	enqueuer := &lateEnqueuer{}
 	handler := &Handler{
 		Verifier:       verifier,
@@ -58,13 +60,14 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 		MaxBodyBytes:   int64(g.MaxBodyBytes),
 		EnqueueTimeout: g.EnqueueTimeout,
 		RetryAfter:     g.RetryAfter,
+		Budget:         semaphore.NewWeighted(g.MaxInflightBytes),
 		Metrics:        metrics,
 		Now:            time.Now,
 	}
 
 	srv := &http.Server{
 		Addr:              g.ListenAddr,
-		Handler:           newEcho(handler, g.WebhookPath, probe.Ready, reg, log),
+		Handler:           newEcho(handler, g.WebhookPath, lameDuck.ready(probe.Ready), lameDuck, reg, log),
 		ReadHeaderTimeout: g.ReadHeaderTimeout,
 		ReadTimeout:       g.ReadTimeout,
 		WriteTimeout:      g.WriteTimeout,
@@ -99,7 +102,17 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 
 	select {
 	case <-ctx.Done():
-		log.Info().Msg("shutting down: draining requests")
+		// Lame duck: not ready at once, so the load balancer stops sending;
+		// still serving what it sends meanwhile, each answer closing its
+		// connection so that no client is left with a kept-alive one the
+		// drain would cut.
+		lameDuck.on.Store(true)
+		log.Info().Dur("delay", g.ShutdownDelay).Msg("shutting down: not ready; serving for the lame-duck delay, then draining")
+		select {
+		case <-time.After(g.ShutdownDelay):
+		case err = <-errc:
+		}
+		log.Info().Msg("draining requests")
 	case err = <-errc:
 	}
 	// Order matters: stop taking requests and drain them, then flush the
@@ -113,13 +126,40 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 
 // newEcho routes the webhook path (every method: the handler answers 405)
 // and the operational endpoints, behind request ids, metrics and recovery.
-func newEcho(h *Handler, path string, ready ops.ReadyFunc, reg *prometheus.Registry, log zerolog.Logger) *echo.Echo {
+func newEcho(h *Handler, path string, ready ops.ReadyFunc, ld *lameDuck, reg *prometheus.Registry, log zerolog.Logger) *echo.Echo {
 	e := ops.NewEcho()
 	e.HTTPErrorHandler = ErrorHandler(log)
-	e.Use(middleware.RequestID(), h.Metrics.Observe(log), middleware.Recover())
+	e.Use(middleware.RequestID(), ld.closeConnections, h.Metrics.Observe(log), middleware.Recover())
 	ops.Register(e, ready, reg)
 	e.Any(path, h.Serve)
 	return e
+}
+
+// lameDuck is the phase between SIGTERM and the drain.
+type lameDuck struct{ on atomic.Bool }
+
+// errShuttingDown makes /readyz answer 503 during the lame-duck phase.
+var errShuttingDown = errors.New("shutting down")
+
+// ready is probe, or errShuttingDown once the lame-duck phase began.
+func (l *lameDuck) ready(probe ops.ReadyFunc) ops.ReadyFunc {
+	return func() error {
+		if l.on.Load() {
+			return errShuttingDown
+		}
+		return probe()
+	}
+}
+
+// closeConnections asks clients not to reuse their connection once the
+// lame-duck phase began (Connection: close on every answer).
+func (l *lameDuck) closeConnections(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if l.on.Load() {
+			c.Response().Header().Set(echo.HeaderConnection, "close")
+		}
+		return next(c)
+	}
 }
 
 // errKafkaNotConnected answers webhooks that arrive before Kafka does.

@@ -330,6 +330,9 @@ func TestEnvironmentIsWhatTheBinariesRead(t *testing.T) {
 	for _, n := range config.GatewaySettings.EnvVars(config.GatewayConfigFileEnv) {
 		reads["webhook-gateway"][n] = true
 	}
+	for _, c := range reads { // the Go runtime's own
+		c["GOMEMLIMIT"] = true
+	}
 	for _, n := range config.WorkerSettings.EnvVars(config.WorkerConfigFileEnv) {
 		reads["contact-worker"][n] = true
 		reads["dlq-replay"][n] = true
@@ -413,6 +416,16 @@ func TestProbesPortsAndGracePeriods(t *testing.T) {
 		budget, err := time.ParseDuration(m.configMaps[component].Data[key])
 		if err != nil {
 			t.Fatalf("%s: %s: %v", component, key, err)
+		}
+		if delay := m.configMaps[component].Data["GATEWAY_SHUTDOWN_DELAY"]; delay != "" {
+			d, err := time.ParseDuration(delay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			budget += d // the lame duck comes first
+		}
+		if got := m.configMaps[component].Data["GOMEMLIMIT"]; got != "230MiB" {
+			t.Errorf("%s: GOMEMLIMIT %q, want 230MiB (90 %% of the 256Mi limit)", component, got)
 		}
 		grace := time.Duration(*m.deployments[component].Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
 		if grace <= budget {

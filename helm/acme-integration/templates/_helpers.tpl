@@ -179,3 +179,21 @@ securityContext:
 {{- end }}
 {{- $total }}
 {{- end }}
+
+{{/*
+GOMEMLIMIT of a container: 90 % of its memory limit (Mi or Gi), so the Go
+garbage collector works harder near the limit instead of the pod being
+OOM-killed; nothing without a limit.
+*/}}
+{{- define "acme-integration.goMemLimit" -}}
+{{- with (dig "limits" "memory" "" .) }}
+{{- $m := toString . }}
+{{- if hasSuffix "Gi" $m }}
+GOMEMLIMIT: {{ printf "%dMiB" (div (mul (int (trimSuffix "Gi" $m)) 1024 9) 10) | quote }}
+{{- else if hasSuffix "Mi" $m }}
+GOMEMLIMIT: {{ printf "%dMiB" (div (mul (int (trimSuffix "Mi" $m)) 9) 10) | quote }}
+{{- else }}
+{{- fail (printf "resources.limits.memory %q: use Mi or Gi" $m) }}
+{{- end }}
+{{- end }}
+{{- end }}
