@@ -44,6 +44,13 @@ test-short: ## Unit tests only (no broker needed).
 bench: ## Measure gateway, worker and end to end on the local broker against Kafka's own perf tools, then the worker's concurrency (medians of RUNS=5).
 	scripts/with-kafka.sh scripts/bench.sh
 
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## Fuzz what strangers send: the signature verifier and the event parser, FUZZTIME each (default 30s). make test runs their seeds only.
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./pkg/webhook
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/acmecrm
+
 .PHONY: bench-worker
 bench-worker: ## Only the worker's concurrency benchmarks (5 ms Contacts API; ordering by key vs by partition; RUNS=5).
 	scripts/with-kafka.sh scripts/bench-worker.sh

@@ -1,0 +1,59 @@
+package acmecrm
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzParse: whatever the body, Parse never panics, and what it accepts
+// obeys the rules: valid UTF-8, a known type, non-empty ids, a timestamp,
+// no deeper than MaxDepth; its result agrees with encoding/json's reading
+// of the same body; and a body it accepts, re-encoded from the event, is
+// accepted again with the same event.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		`{"event_type":"contact.created","event_id":"evt_12345","timestamp":"2025-05-17T17:06:39-07:00","data":{"contact_id":"1234","acme_first_name":"John","acme_last_name":"Doe","acme_email":"john.doe@example.com","acme_phone":"555-123-4567"}}`,
+		`{"event_type":"contact.deleted","event_id":"e","timestamp":"2025-05-17t17:06:39z","data":{"contact_id":"1"},"extra":{"a":[1,2,{"b":null}]}}`,
+		`{"event_type":"contact.updated","event_id":"e","event_id":"f","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`,
+		`{"event_type":"contact.updated","event_id":"e","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1","acme_first_name":"Jo\xffhn"}}`,
+		`[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]`, `{}`, `null`, `"x"`, ``, `{"data":[]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ev, err := Parse(body)
+		if err != nil {
+			var invalid *ValidationError
+			if !errors.As(err, &invalid) && !errors.Is(err, ErrNotJSONObject) && !errors.Is(err, ErrInvalidUTF8) &&
+				!errors.Is(err, ErrTooDeep) && !errors.Is(err, ErrDuplicateKey) {
+				t.Fatalf("error of no documented kind: %v", err)
+			}
+			return
+		}
+		if !utf8.Valid(body) || !KnownType(ev.EventType) || strings.TrimSpace(ev.EventID) == "" ||
+			strings.TrimSpace(ev.Data.ContactID) == "" || ev.Timestamp.IsZero() {
+			t.Fatalf("accepted %q as %+v", body, ev)
+		}
+		var plain struct {
+			EventType string `json:"event_type"`
+			EventID   string `json:"event_id"`
+			Data      struct {
+				ContactID string `json:"contact_id"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(body, &plain); err != nil || plain.EventType != ev.EventType || plain.EventID != ev.EventID || plain.Data.ContactID != ev.Data.ContactID {
+			t.Fatalf("encoding/json reads %q as %+v (%v), Parse as %+v", body, plain, err, ev)
+		}
+		again, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev2, err := Parse(again)
+		if err != nil || ev2.EventID != ev.EventID || ev2.EventType != ev.EventType || ev2.Data != ev.Data || !ev2.Timestamp.Equal(ev.Timestamp) {
+			t.Fatalf("re-encoded %s parses as %+v (%v), want %+v", again, ev2, err, ev)
+		}
+	})
+}
