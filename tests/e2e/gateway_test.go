@@ -78,8 +78,10 @@ func event(typ, id, contact string) string {
 	return fmt.Sprintf(`{"event_type":%q,"event_id":%q,"timestamp":"2025-05-17T17:06:39-07:00","data":{"contact_id":%q,"acme_first_name":"John","acme_last_name":"Doe","acme_email":"john.doe@example.com","acme_phone":"555-123-4567"},"acme_future_field":{"x":[1,2]}}`, typ, id, contact)
 }
 
+// gatewayEnv has no lame-duck delay (tests stop many gateways); the
+// lame-duck test sets one.
 func gatewayEnv(topics map[string]string, extra map[string]string) map[string]string {
-	return merge(topics, map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret}, extra)
+	return merge(topics, map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret, "GATEWAY_SHUTDOWN_DELAY": "0s"}, extra)
 }
 
 // Valid events are acknowledged and land exactly as specified; every
