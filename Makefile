@@ -51,6 +51,10 @@ fuzz: ## Fuzz what strangers send: the signature verifier and the event parser, 
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./pkg/webhook
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/acmecrm
 
+.PHONY: bench-burst
+bench-burst: ## Only the gateway burst: 600 senders of 1 MB bodies, peak RSS with the in-flight budget vs ungated (RUNS_BURST=3).
+	scripts/with-kafka.sh scripts/bench-burst.sh
+
 .PHONY: bench-worker
 bench-worker: ## Only the worker's concurrency benchmarks (5 ms Contacts API; ordering by key vs by partition; RUNS=5).
 	scripts/with-kafka.sh scripts/bench-worker.sh

@@ -118,3 +118,6 @@ row() { # name unit values...
 
 # The worker's concurrency against a Contacts API of fixed latency.
 scripts/bench-worker.sh
+
+# The gateway's memory under a burst of 1 MB bodies.
+scripts/bench-burst.sh

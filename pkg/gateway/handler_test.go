@@ -133,6 +133,10 @@ func statusCases() []statusCase {
 		{"old timestamp", func(t *testing.T) *http.Request { return signed(t, "POST", validBody, now.Add(-10*time.Minute)) }, nil, 401, CodeInvalidSignature},
 		{"not JSON", with("POST", "hello", nil), nil, 400, CodeInvalidJSON},
 		{"JSON array", with("POST", `[1,2]`, nil), nil, 400, CodeInvalidJSON},
+		{"JSON null", with("POST", `null`, nil), nil, 400, CodeInvalidJSON},
+		{"50 signatures, one valid", with("POST", validBody, func(r *http.Request) {
+			r.Header.Set(webhook.HeaderSignature, strings.Repeat("v1,AAAA ", 49)+r.Header.Get(webhook.HeaderSignature))
+		}), nil, 202, ""},
 		{"missing event_id", with("POST", `{"event_type":"contact.created","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 422, CodeInvalidEvent},
 		{"unknown event_type", with("POST", `{"event_type":"contact.merged","event_id":"e","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 422, CodeInvalidEvent},
 		{"bad timestamp", with("POST", `{"event_type":"contact.created","event_id":"e","timestamp":"yesterday","data":{"contact_id":"1"}}`, nil), nil, 422, CodeInvalidEvent},

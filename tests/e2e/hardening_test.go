@@ -159,3 +159,32 @@ func TestGatewaySlowSendersHoldNothing(t *testing.T) {
 	eventually(t, 10*time.Second, "goroutines back near where they were", func() bool { return runtime.NumGoroutine() <= before+20 })
 	t.Logf("goroutines: %d before, %d after", before, runtime.NumGoroutine())
 }
+
+// Requests no HTTP client library would send, written on a raw connection.
+func TestGatewayMalformedRequests(t *testing.T) {
+	gw := startGateway(t, gatewayEnv(topicEnv(t), nil))
+	raw := func(req string, closeWrite bool) string {
+		c, err := net.Dial("tcp", gw.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte(req))
+		if closeWrite {
+			_ = c.(*net.TCPConn).CloseWrite()
+		}
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 512)
+		n, _ := c.Read(buf)
+		return string(buf[:n])
+	}
+	body := event("contact.created", "evt_short", "s")
+	short := raw(fmt.Sprintf("POST /webhooks/acmecrm HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body)+100, body), true)
+	if !strings.HasPrefix(short, "HTTP/1.1 400") || !strings.Contains(short, "unreadable_body") {
+		t.Errorf("Content-Length past the body, then the sender stops: %.120q, want 400 unreadable_body", short)
+	}
+	huge := raw("POST /webhooks/acmecrm HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 2<<20)+"\r\n\r\n", false)
+	if !strings.HasPrefix(huge, "HTTP/1.1 431") {
+		t.Errorf("2 MB of headers: %.120q, want 431", huge)
+	}
+}
