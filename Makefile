@@ -30,11 +30,15 @@ standin: ## Build the local Contacts API stand-in (tests/standin) into bin/.
 	$(GO) build -o bin/contacts-standin ./tests/standin/contacts-standin
 
 .PHONY: test
-test: ## Everything: gofmt, go vet, and all tests with -race, end-to-end on a real Kafka broker.
+test: ## Everything: gofmt, go vet, and all tests with -race, end-to-end on a real Kafka broker, the chaos suite included.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	scripts/with-kafka.sh $(GO) test -race -count=1 -timeout 12m ./...
+	CHAOS=1 scripts/with-kafka.sh $(GO) test -race -count=1 -timeout 12m ./...
+
+.PHONY: chaos
+chaos: ## The chaos suite alone (also part of make test): broker, worker and gateway killed under load, rebalance storm, API outage; report in bench/out/chaos.md.
+	CHAOS=1 scripts/with-kafka.sh $(GO) test -count=1 -timeout 10m -run '^TestChaosSingleBroker$$' -v ./tests/e2e/
 
 .PHONY: test-short
 test-short: ## Unit tests only (no broker needed).
