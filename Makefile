@@ -40,6 +40,10 @@ test: ## Everything: gofmt, go vet, and all tests with -race, end-to-end on a re
 chaos: ## The chaos suite alone (also part of make test): broker, worker and gateway killed under load, rebalance storm, API outage; report in bench/out/chaos.md.
 	CHAOS=1 scripts/with-kafka.sh $(GO) test -count=1 -timeout 10m -run '^TestChaosSingleBroker$$' -v ./tests/e2e/
 
+.PHONY: chaos-cluster
+chaos-cluster: ## Opt-in: a 3-broker KRaft cluster (RF 3, min.insync.replicas 2), the partition leader SIGKILLed under load; report in bench/out/chaos-cluster.md.
+	CHAOS_CLUSTER=1 scripts/with-kafka.sh $(GO) test -count=1 -timeout 10m -run '^TestChaosCluster$$' -v ./tests/e2e/
+
 .PHONY: test-short
 test-short: ## Unit tests only (no broker needed).
 	$(GO) test -race -short ./...

@@ -14,6 +14,11 @@
 #   scripts/kafka.sh tool CLASS ARGS...   run one of Kafka's own tools (e.g.
 #                             org.apache.kafka.tools.TopicCommand --list ...)
 #   scripts/kafka.sh reset    stop it and delete its data
+#   scripts/kafka.sh cluster-up | cluster-down | cluster-reset
+#                             a 3-node KRaft cluster (each node broker and
+#                             controller) on 127.0.0.1, PLAINTEXT ports
+#                             KAFKA_CLUSTER_PORT (39100), +10, +20; default
+#                             replication factor 3, min.insync.replicas 2
 #
 # Environment: KAFKA_PORT (default 9092; the controller uses KAFKA_PORT+1,
 # SASL_SSL KAFKA_PORT+2, SSL KAFKA_PORT+3),
@@ -234,6 +239,98 @@ down() {
   rm -f "$pidfile"
 }
 
+# The 3-node cluster: node i listens on cluster_port + 10*(i-1), its
+# controller on the port after it.
+cluster_port=${KAFKA_CLUSTER_PORT:-39100}
+cluster_run="$home/run-cluster-$cluster_port"
+node_port() { echo $((cluster_port + 10 * ($1 - 1))); }
+
+cluster_node_config() { # node
+  local i=$1 p voters=""
+  p=$(node_port "$i")
+  for j in 1 2 3; do voters+="${voters:+,}$j@127.0.0.1:$(($(node_port "$j") + 1))"; done
+  mkdir -p "$cluster_run/node-$i"
+  cat >"$cluster_run/node-$i/server.properties" <<CONF
+process.roles=broker,controller
+node.id=$i
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$p,CONTROLLER://127.0.0.1:$((p + 1))
+advertised.listeners=PLAINTEXT://127.0.0.1:$p
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$cluster_run/node-$i/data
+num.partitions=1
+default.replication.factor=3
+min.insync.replicas=2
+auto.create.topics.enable=false
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+group.initial.rebalance.delay.ms=0
+CONF
+}
+
+node_answers() { java_cmd org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$(node_port "$1")" --list >/dev/null 2>&1; }
+
+cluster_node_up() { # node: start it if it is not running
+  local i=$1; local pidf="$cluster_run/node-$i/broker.pid"
+  if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then return 0; fi
+  nohup java -Xms384m -Xmx384m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -cp "$libs/*" -Dlog4j2.configurationFile="$run/log4j2.properties" \
+    kafka.Kafka "$cluster_run/node-$i/server.properties" >>"$cluster_run/node-$i/broker.log" 2>&1 </dev/null &
+  echo $! >"$pidf"
+}
+
+cluster_up() {
+  fetch
+  mkdir -p "$run" "$cluster_run" && write_log_config
+  local id i
+  [ -f "$cluster_run/cluster.id" ] || java_cmd kafka.tools.StorageTool random-uuid >"$cluster_run/cluster.id" 2>/dev/null
+  id=$(cat "$cluster_run/cluster.id")
+  for i in 1 2 3; do
+    cluster_node_config "$i"
+    if [ ! -f "$cluster_run/node-$i/data/meta.properties" ]; then
+      java_cmd kafka.tools.StorageTool format -t "$id" -c "$cluster_run/node-$i/server.properties" >/dev/null 2>>"$cluster_run/node-$i/broker.log" \
+        || die "formatting node $i failed; see $cluster_run/node-$i/broker.log"
+    fi
+    cluster_node_up "$i"
+  done
+  local deadline=$((SECONDS + 120))
+  for i in 1 2 3; do
+    until node_answers "$i"; do
+      [ $SECONDS -lt $deadline ] || die "node $i did not answer within 120s; see $cluster_run/node-$i/broker.log"
+      sleep 0.5
+    done
+  done
+  say "3-node cluster answering on 127.0.0.1:$(node_port 1),$(node_port 2),$(node_port 3)"
+}
+
+cluster_down() {
+  local i pidf pid
+  for i in 1 2 3; do
+    pidf="$cluster_run/node-$i/broker.pid"
+    [ -f "$pidf" ] || continue
+    pid=$(cat "$pidf")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$pidf"
+  done
+  say "cluster stopped"
+}
+
+case "${1:-}" in
+  cluster-up) cluster_up; exit 0 ;;
+  cluster-down) cluster_down; exit 0 ;;
+  cluster-reset) cluster_down; rm -rf "$cluster_run"; say "cluster data deleted"; exit 0 ;;
+  cluster-node-up) fetch; mkdir -p "$run" && write_log_config; cluster_node_up "$2"; deadline=$((SECONDS + 120))
+    until node_answers "$2"; do [ $SECONDS -lt $deadline ] || die "node $2 did not answer"; sleep 0.5; done; exit 0 ;;
+esac
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
@@ -241,5 +338,5 @@ case "${1:-}" in
   fetch) fetch ;;
   tool) shift; tool "$@" ;;
   reset) down; rm -rf "$run"; say "data deleted" ;;
-  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -100,6 +100,7 @@ type loader struct {
 	mu       sync.Mutex
 	accepted map[string]int // contact -> last seq acknowledged
 	acks     []time.Time
+	took     []time.Duration // of each 202, beside acks
 	ok, u503 int
 	refused  int
 	other    []string
@@ -128,6 +129,7 @@ func (l *loader) run(t testing.TB, contacts []string, wg *sync.WaitGroup) {
 				l.ok++
 				l.accepted[c] = seq[c]
 				l.acks = append(l.acks, time.Now())
+				l.took = append(l.took, time.Since(start))
 			case r.status == 503:
 				l.u503++
 			default:
@@ -326,5 +328,119 @@ func TestChaosSingleBroker(t *testing.T) {
 	if missing != 0 || l.hung != 0 || len(l.other) != 0 || outOfOrder != 0 || len(dlq) != 0 || appliedN != accepted {
 		t.Errorf("promises broken: missing %d, hung %d, other answers %v, out of order %d, dead letters %d, applied %d of %d accepted",
 			missing, l.hung, l.other[:min(5, len(l.other))], outOfOrder, len(dlq), appliedN, accepted)
+	}
+}
+
+// The production topology: three brokers, replication factor 3,
+// min.insync.replicas 2. Under load through two gateways, the leader of
+// partition 0 is SIGKILLed and restarted; no acknowledged event may be
+// lost, and the report gives the pause it caused (make chaos-cluster).
+func TestChaosCluster(t *testing.T) {
+	if os.Getenv("CHAOS_CLUSTER") == "" {
+		t.Skip("make chaos-cluster runs it (CHAOS_CLUSTER=1)")
+	}
+	script := func(args ...string) {
+		cmd := exec.Command("../../scripts/kafka.sh", args...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kafka.sh %v: %v\n%s", args, err, out)
+		}
+	}
+	script("cluster-reset")
+	script("cluster-up")
+	t.Cleanup(func() { script("cluster-reset") })
+	cluster := "127.0.0.1:39100,127.0.0.1:39110,127.0.0.1:39120"
+	topics := topicEnv(t)
+	gwEnv := merge(topics, map[string]string{
+		"KAFKA_BROKERS": cluster, "KAFKA_REPLICATION_FACTOR": "3", "KAFKA_TOPIC_PARTITIONS": "6", "KAFKA_HEALTH_INTERVAL": "250ms",
+		"KAFKA_DIAL_TIMEOUT": "1s", "GATEWAY_WEBHOOK_SECRETS": testSecret, "GATEWAY_ENQUEUE_TIMEOUT": "5s", "LOG_LEVEL": "info",
+	})
+	gws := []*proc{newProc(t, "webhook-gateway", merge(gwEnv), "GATEWAY_LISTEN_ADDR"), newProc(t, "webhook-gateway", merge(gwEnv), "GATEWAY_LISTEN_ADDR")}
+	l := &loader{accepted: map[string]int{}}
+	for _, g := range gws {
+		g.start(t)
+		l.senders = append(l.senders, newSender(t, &binary{addr: g.addr}))
+	}
+	client := newClient(t, cluster)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		var cs []string
+		for c := i; c < 200; c += 20 {
+			cs = append(cs, fmt.Sprintf("cl-%03d", c))
+		}
+		wg.Add(1)
+		go l.run(t, cs, &wg)
+	}
+	time.Sleep(8 * time.Second)
+	if err := client.RefreshMetadata(topics["KAFKA_TOPIC"]); err != nil {
+		t.Fatal(err)
+	}
+	leader, err := client.Leader(topics["KAFKA_TOPIC"], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := leader.ID()
+	pidFile := filepath.Join(kafkaHome, "run-cluster-39100", fmt.Sprintf("node-%d", node), "broker.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Second)
+	restarted := time.Now()
+	script("cluster-node-up", strconv.Itoa(int(node)))
+	time.Sleep(8 * time.Second)
+	l.stop.Store(true)
+	wg.Wait()
+	end := time.Now()
+
+	onTopic := map[string]bool{}
+	records := 0
+	for _, m := range readAll(t, cluster, topics["KAFKA_TOPIC"]) {
+		onTopic[headerMap(m)["ce_id"]] = true
+		records++
+	}
+	lost, accepted := 0, 0
+	for c, last := range l.accepted {
+		accepted += last
+		for s := 1; s <= last; s++ {
+			if !onTopic[fmt.Sprintf("evt_%s_%05d", c, s)] {
+				lost++
+			}
+		}
+	}
+	// Latency of the 202s in the minute around the fault.
+	var during []time.Duration
+	for i, at := range l.acks {
+		if !at.Before(killed) && at.Before(restarted) {
+			during = append(during, l.took[i])
+		}
+	}
+	sort.Slice(during, func(i, j int) bool { return during[i] < during[j] })
+	p99, maxLat := time.Duration(0), time.Duration(0)
+	if len(during) > 0 {
+		p99, maxLat = during[len(during)*99/100], during[len(during)-1]
+	}
+	var report strings.Builder
+	fmt.Fprintf(&report, "| measure | value |\n| --- | --- |\n")
+	for _, row := range [][2]any{
+		{"leader of partition 0 SIGKILLed", fmt.Sprintf("node %d, restarted 10 s later", node)},
+		{"requests answered 202", l.ok}, {"requests answered 503 (retried)", l.u503}, {"requests refused (retried)", l.refused},
+		{"requests hung", l.hung}, {"other answers", len(l.other)}, {"events accepted", accepted}, {"records on the topic", records},
+		{"acknowledged events lost", lost},
+		{"longest pause in acceptance, from the kill to the restart", maxGap(l.acks, killed, restarted).Round(time.Millisecond)},
+		{"202 latency from the kill to the restart: p99 / max", fmt.Sprintf("%v / %v", p99.Round(time.Millisecond), maxLat.Round(time.Millisecond))},
+		{"longest pause in acceptance, whole run", maxGap(l.acks, l.acks[0], end).Round(time.Millisecond)},
+	} {
+		fmt.Fprintf(&report, "| %s | %v |\n", row[0], row[1])
+	}
+	t.Logf("chaos-cluster report:\n%s", report.String())
+	_ = os.MkdirAll("../../bench/out", 0o755)
+	_ = os.WriteFile("../../bench/out/chaos-cluster.md", []byte("# make chaos-cluster — "+time.Now().UTC().Format(time.RFC3339)+"\n\n"+report.String()), 0o644)
+	if lost != 0 || l.hung != 0 || len(l.other) != 0 {
+		t.Errorf("lost %d, hung %d, other answers %v", lost, l.hung, l.other[:min(5, len(l.other))])
 	}
 }
