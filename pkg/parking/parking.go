@@ -6,8 +6,9 @@
 // the events topic: the record of contact X is keyed by X and written to
 // the partition number of X's events, so the member that holds an events
 // partition rebuilds its parked contacts from the same partition of the
-// parked topic before it applies anything. Releasing a contact writes a
-// tombstone.
+// parked topic before it applies anything. A released contact's record
+// keeps the ids its releases applied, so that no later copy of them is
+// applied again; a record left with nothing is a tombstone.
 package parking
 
 import (
@@ -36,7 +37,28 @@ type Entry struct {
 	// Discarded are event ids an SRE dropped: never to be applied, should
 	// a copy come back (a replay from the DLQ's beginning).
 	Discarded []string `json:"discarded,omitempty"`
+	// Released are the event ids applied by a release (the latest
+	// MaxReleased): a replayed copy of one that comes back later — the
+	// same record delivered again after a crash, an older DLQ copy
+	// replayed by a routine run — is not applied again over newer data.
+	Released []string `json:"released,omitempty"`
 }
+
+// MaxReleased bounds Released per contact.
+const MaxReleased = 256
+
+// Release records that the head was applied by a release: it leaves Events
+// for Released.
+func (e *Entry) Release() {
+	e.Released = append(e.Released, e.Events[0])
+	if len(e.Released) > MaxReleased {
+		e.Released = e.Released[len(e.Released)-MaxReleased:]
+	}
+	e.Events = e.Events[1:]
+}
+
+// WasReleased reports whether id was applied by a release.
+func (e Entry) WasReleased(id string) bool { return slices.Contains(e.Released, id) }
 
 // Parked reports whether the contact's events wait behind a head.
 func (e Entry) Parked() bool { return len(e.Events) > 0 }
@@ -53,12 +75,15 @@ func (e Entry) Head() string {
 func (e Entry) IsDiscarded(id string) bool { return slices.Contains(e.Discarded, id) }
 
 // empty reports whether the entry holds nothing: its record is a tombstone.
-func (e Entry) empty() bool { return len(e.Events) == 0 && len(e.Discarded) == 0 }
+func (e Entry) empty() bool {
+	return len(e.Events) == 0 && len(e.Discarded) == 0 && len(e.Released) == 0
+}
 
 // clone returns a copy sharing no slices with e.
 func (e Entry) clone() Entry {
 	e.Events = slices.Clone(e.Events)
 	e.Discarded = slices.Clone(e.Discarded)
+	e.Released = slices.Clone(e.Released)
 	return e
 }
 
@@ -152,9 +177,9 @@ func (s *Store) Parked() int {
 	return n
 }
 
-// readIdle is how long a partition may give no record before the rest up to
-// its end is taken as holding none (compaction leaves offsets empty).
-const readIdle = 3 * time.Second
+// readIdle is how long a partition may give no record before the read is
+// given up (and retried by the caller).
+const readIdle = 10 * time.Second
 
 // Read returns the latest entry of each contact in partition p of topic,
 // read from its oldest record to its end as of the call.
@@ -183,6 +208,7 @@ func Read(ctx context.Context, client sarama.Client, topic string, p int32) (map
 	defer pc.AsyncClose()
 	idle := time.NewTimer(readIdle)
 	defer idle.Stop()
+	next := oldest
 	for {
 		select {
 		case <-ctx.Done():
@@ -190,7 +216,10 @@ func Read(ctx context.Context, client sarama.Client, topic string, p int32) (map
 		case err := <-pc.Errors():
 			return nil, fmt.Errorf("reading %s/%d: %w", topic, p, err)
 		case <-idle.C:
-			return entries, nil
+			// Kafka keeps the last record of a log, so records up to end-1
+			// exist: silence before it (sarama redispatching around a
+			// leader change) is not the end. The caller retries.
+			return nil, fmt.Errorf("reading %s/%d: no record for %v at offset %d, before the end %d", topic, p, readIdle, next, end)
 		case m := <-pc.Messages():
 			e, err := Decode(m.Key, m.Value)
 			if err != nil {
@@ -204,6 +233,7 @@ func Read(ctx context.Context, client sarama.Client, topic string, p int32) (map
 			if m.Offset >= end-1 {
 				return entries, nil
 			}
+			next = m.Offset + 1
 			idle.Reset(readIdle)
 		}
 	}

@@ -165,10 +165,17 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 		}
 		switch {
 		case stopping || wm.pending() >= h.buffer:
-		case h.outage != nil && h.outage.Out():
+		case h.outage != nil && h.outage.Out() && running > 0:
+			// During an outage the events in flight probe the API; with none
+			// (a new session after a rebalance) one record is taken, so a
+			// probe still happens and the outage can end.
 			resumed = h.outage.Ended()
 		default:
 			in = messages
+		}
+		var ended <-chan struct{}
+		if !stopping {
+			ended = ctx.Done() // once stopping, only the events' returns are awaited
 		}
 		select {
 		case msg, ok := <-in:
@@ -211,7 +218,7 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 		case <-tick.C:
 			markMetadata()
 		case <-resumed:
-		case <-ctx.Done():
+		case <-ended:
 			stop()
 		}
 	}

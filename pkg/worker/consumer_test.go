@@ -367,3 +367,27 @@ func TestConsumeClaimSkipsWhatTheLastOwnerFinished(t *testing.T) {
 		t.Errorf("skipped %v, want 50", got)
 	}
 }
+
+// An outage declared, then every call in flight cancelled (a rebalance):
+// the next session still takes a record, its call is the probe, the API
+// answers, the outage ends and everything is applied.
+func TestConsumeClaimOutageWithNothingInFlight(t *testing.T) {
+	api := newSlowAPI(0)
+	claim, n := feed(6, 1)
+	h := newTestHandler(api, 4, 100, config.OrderingKey)
+	out := NewOutageDetector(config.Outage{Window: time.Minute, MinCalls: 1, FailureRatio: 0.5, MinContacts: 1, ProbeInterval: 50 * time.Millisecond}, nil)
+	out.Record(context.Background(), "x", &contacts.TransientError{Status: 503})
+	if !out.Out() {
+		t.Fatal("not out")
+	}
+	h.outage = out
+	h.proc.Outage = out
+	h.proc.Retrier = NewRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: time.Second}, out)
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "everything applied after the probe", func() bool { return s.mark() == int64(n) })
+	cancel()
+	<-done
+	if out.Out() {
+		t.Error("still out after the API answered")
+	}
+}

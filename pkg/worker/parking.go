@@ -33,6 +33,13 @@ func (pk *Parking) process(ctx context.Context, p *Processor, log zerolog.Logger
 	e.ContactID = string(m.Key)
 	replayed := record.ReplayCount(m.Headers) > 0
 	switch {
+	case replayed && e.WasReleased(id):
+		// Applied by a release already: a copy delivered again, or an
+		// older DLQ copy replayed later, must not write older data.
+		p.Metrics.events.WithLabelValues("unknown", string(AlreadyApplied)).Inc()
+		log.Warn().Str("contact_id", e.ContactID).Msg("replayed copy of an event a release already applied: not applied again")
+		return AlreadyApplied
+
 	case record.IsDiscard(m) || e.IsDiscarded(id):
 		// Never applied. A discard of the head releases what follows it.
 		if record.IsDiscard(m) && !e.IsDiscarded(id) {
@@ -64,7 +71,7 @@ func (pk *Parking) process(ctx context.Context, p *Processor, log zerolog.Logger
 		out, kind := p.apply(ctx, log, m, record.Failure{})
 		switch out {
 		case Applied:
-			e.Events = e.Events[1:]
+			e.Release()
 		case DeadLettered: // failed again: still parked, behind its new copy
 			e.HeadKind, e.Since = string(kind), p.Now().UTC()
 		default:

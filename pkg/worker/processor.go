@@ -56,6 +56,8 @@ const (
 	Parked Outcome = "parked"
 	// Discarded: an SRE dropped it; never applied.
 	Discarded Outcome = "discarded"
+	// AlreadyApplied: a replayed copy of an event a release applied before.
+	AlreadyApplied Outcome = "already_applied"
 )
 
 // Processor applies one event: parse, dispatch, retry transient failures,
