@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/pkg/webhook"
@@ -54,6 +55,13 @@ func (f *fakeEnqueuer) Enqueue(ctx context.Context, msg *sarama.ProducerMessage)
 }
 
 func newTestServer(t *testing.T, enq Enqueuer) *httptest.Server {
+	srv, _ := serveTestHandler(t, enq, nil, &lameDuck{})
+	return srv
+}
+
+// serveTestHandler serves a handler of the test secret and limits, with
+// budget (none when nil) and the lame-duck switch ld.
+func serveTestHandler(t *testing.T, enq Enqueuer, budget *semaphore.Weighted, ld *lameDuck) (*httptest.Server, *Handler) {
 	t.Helper()
 	v, err := webhook.NewVerifier([]string{testSecret}, 5*time.Minute)
 	if err != nil {
@@ -62,12 +70,12 @@ func newTestServer(t *testing.T, enq Enqueuer) *httptest.Server {
 	reg := prometheus.NewRegistry()
 	h := &Handler{
 		Verifier: v, Enqueuer: enq, Topic: "contact-events", MaxBodyBytes: maxBody,
-		EnqueueTimeout: 50 * time.Millisecond, RetryAfter: 5 * time.Second,
+		EnqueueTimeout: 50 * time.Millisecond, RetryAfter: 5 * time.Second, Budget: budget,
 		Metrics: NewMetrics(reg), Now: time.Now,
 	}
-	srv := httptest.NewServer(newEcho(h, testPath, func() error { return nil }, &lameDuck{}, reg, zerolog.Nop()))
+	srv := httptest.NewServer(newEcho(h, testPath, func() error { return nil }, ld, reg, zerolog.Nop()))
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, h
 }
 
 const validBody = `{"event_type":"contact.created","event_id":"evt_12345","timestamp":"2025-05-17T17:06:39-07:00","data":{"contact_id":"1234","acme_first_name":"John","acme_last_name":"Doe","acme_email":"john.doe@example.com","acme_phone":"555-123-4567"}}`

@@ -8,29 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/rs/zerolog"
 	"golang.org/x/sync/semaphore"
-
-	"github.com/acmecrm/integration-service/pkg/webhook"
 )
 
 func newBudgetServer(t *testing.T, budget int64, ld *lameDuck) (*httptest.Server, *Handler) {
-	t.Helper()
-	v, err := webhook.NewVerifier([]string{testSecret}, 5*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	h := &Handler{
-		Verifier: v, Enqueuer: &fakeEnqueuer{}, Topic: "contact-events", MaxBodyBytes: maxBody,
-		EnqueueTimeout: 50 * time.Millisecond, RetryAfter: 5 * time.Second, Budget: semaphore.NewWeighted(budget),
-		Metrics: NewMetrics(reg), Now: time.Now,
-	}
-	srv := httptest.NewServer(newEcho(h, testPath, func() error { return nil }, ld, reg, zerolog.Nop()))
-	t.Cleanup(srv.Close)
-	return srv, h
+	return serveTestHandler(t, &fakeEnqueuer{}, semaphore.NewWeighted(budget), ld)
 }
 
 func post(t *testing.T, srv *httptest.Server, body string) *http.Response {
