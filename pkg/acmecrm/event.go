@@ -1,7 +1,6 @@
 package acmecrm
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -50,37 +49,40 @@ func (e *ValidationError) Error() string {
 	return "invalid event: " + strings.Join(e.Problems, "; ")
 }
 
-// optionalStrings are the contact fields that, when present, must be strings
-// (or null): the worker copies them into the Contacts API.
-var optionalStrings = []string{"acme_first_name", "acme_last_name", "acme_email", "acme_phone"}
-
 // Parse checks body against the rules of an AcmeCRM event and returns the
 // event. The error is ErrInvalidUTF8, ErrTooDeep or wraps ErrDuplicateKey
 // when the body is not well-formed for an event, wraps ErrNotJSONObject
 // when it is not a JSON object, and is a *ValidationError when the object
-// breaks the rules.
+// breaks the rules (the event then holds what could be read, its id
+// included).
 func Parse(body []byte) (Event, error) {
-	if err := wellFormed(body); err != nil {
+	var f fields
+	if err := scan(body, &f); err != nil {
 		return Event{}, err
-	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil || top == nil {
-		if err == nil {
-			err = errors.New("null")
-		}
-		return Event{}, fmt.Errorf("%w: %v", ErrNotJSONObject, err)
 	}
 	var ev Event
 	var problems []string
-	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-
-	ev.EventType, problems = requiredString(top, "", "event_type", problems)
-	if ev.EventType != "" && !KnownType(ev.EventType) {
-		add("event_type %q is not one of %s, %s, %s", ev.EventType, ContactCreated, ContactUpdated, ContactDeleted)
+	// str returns a required member that is a non-empty string, or notes
+	// why it is not. (A null is empty, as encoding/json read it.)
+	str := func(f field, name string) string {
+		switch {
+		case !f.set:
+			problems = append(problems, name+" is missing")
+		case f.kind != '"' && f.kind != 'n':
+			problems = append(problems, name+" is not a string")
+		case strings.TrimSpace(f.s) == "":
+			problems = append(problems, name+" is empty")
+		default:
+			return f.s
+		}
+		return ""
 	}
-	ev.EventID, problems = requiredString(top, "", "event_id", problems)
-	var ts string
-	if ts, problems = requiredString(top, "", "timestamp", problems); ts != "" {
+	ev.EventType = str(f.eventType, "event_type")
+	if ev.EventType != "" && !KnownType(ev.EventType) {
+		problems = append(problems, fmt.Sprintf("event_type %q is not one of %s, %s, %s", ev.EventType, ContactCreated, ContactUpdated, ContactDeleted))
+	}
+	ev.EventID = str(f.eventID, "event_id")
+	if ts := str(f.timestamp, "timestamp"); ts != "" {
 		// RFC 3339 (§5.6) allows a lowercase t and z; Go's layout wants them upper.
 		t, err := time.Parse(time.RFC3339Nano, strings.Map(func(r rune) rune {
 			if r == 't' || r == 'z' {
@@ -89,26 +91,32 @@ func Parse(body []byte) (Event, error) {
 			return r
 		}, ts))
 		if err != nil {
-			add("timestamp %q is not RFC 3339", ts)
+			problems = append(problems, fmt.Sprintf("timestamp %q is not RFC 3339", ts))
 		}
 		ev.Timestamp = t
 	}
-
-	var data map[string]json.RawMessage
-	if raw, ok := top["data"]; !ok {
-		add("data is missing")
-	} else if err := json.Unmarshal(raw, &data); err != nil || data == nil {
-		add("data is not an object")
-	} else {
-		ev.Data.ContactID, problems = requiredString(data, "data.", "contact_id", problems)
-		fields := []*string{&ev.Data.FirstName, &ev.Data.LastName, &ev.Data.Email, &ev.Data.Phone}
-		for i, name := range optionalStrings {
-			raw, ok := data[name]
-			if !ok || string(raw) == "null" {
-				continue
-			}
-			if err := json.Unmarshal(raw, fields[i]); err != nil {
-				add("data.%s is not a string", name)
+	switch {
+	case !f.data.set:
+		problems = append(problems, "data is missing")
+	case f.data.kind != '{':
+		problems = append(problems, "data is not an object")
+	default:
+		ev.Data.ContactID = str(f.contactID, "data.contact_id")
+		// The names are optional: absent or null, they are empty.
+		for _, o := range []struct {
+			f    field
+			name string
+			to   *string
+		}{
+			{f.first, "data.acme_first_name", &ev.Data.FirstName}, {f.last, "data.acme_last_name", &ev.Data.LastName},
+			{f.email, "data.acme_email", &ev.Data.Email}, {f.phone, "data.acme_phone", &ev.Data.Phone},
+		} {
+			switch o.f.kind {
+			case '"':
+				*o.to = o.f.s
+			case 0, 'n':
+			default:
+				problems = append(problems, o.name+" is not a string")
 			}
 		}
 	}
@@ -116,21 +124,4 @@ func Parse(body []byte) (Event, error) {
 		return ev, &ValidationError{Problems: problems}
 	}
 	return ev, nil
-}
-
-// requiredString reads a non-empty string field of obj, or notes why not.
-func requiredString(obj map[string]json.RawMessage, prefix, name string, problems []string) (string, []string) {
-	raw, ok := obj[name]
-	name = prefix + name
-	if !ok {
-		return "", append(problems, name+" is missing")
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", append(problems, name+" is not a string")
-	}
-	if strings.TrimSpace(s) == "" {
-		return "", append(problems, name+" is empty")
-	}
-	return s, problems
 }

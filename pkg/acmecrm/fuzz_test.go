@@ -1,6 +1,7 @@
 package acmecrm
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -25,8 +26,17 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		ev, err := Parse(body)
+		// Syntax as encoding/json reads it: a JSON object is never refused
+		// as not one, and invalid JSON is never taken for an object.
+		valid := json.Valid(body)
+		var invalid *ValidationError
+		if errors.Is(err, ErrNotJSONObject) && valid && bytes.TrimLeft(body, " \t\r\n")[0] == '{' {
+			t.Fatalf("refused the JSON object %q as not one: %v", body, err)
+		}
+		if !valid && (err == nil || errors.As(err, &invalid)) {
+			t.Fatalf("took invalid JSON %q for an object: %v", body, err)
+		}
 		if err != nil {
-			var invalid *ValidationError
 			if !errors.As(err, &invalid) && !errors.Is(err, ErrNotJSONObject) && !errors.Is(err, ErrInvalidUTF8) &&
 				!errors.Is(err, ErrTooDeep) && !errors.Is(err, ErrDuplicateKey) {
 				t.Fatalf("error of no documented kind: %v", err)

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // MaxDepth is how deeply a body's JSON may nest: the event is an object
@@ -29,60 +32,208 @@ var (
 	ErrDuplicateKey = errors.New("body has an object with a duplicate key")
 )
 
-// wellFormed checks what json.Unmarshal lets through: UTF-8, depth and
-// duplicate keys, in one pass over the tokens.
-func wellFormed(body []byte) error {
+// field is one member of the event Parse reads, as found in the body.
+type field struct {
+	set  bool
+	kind jsontext.Kind // '"' string, 'n' null, '{' object, ...
+	s    string        // a string's unescaped value
+}
+
+// fields are the members of an event Parse reads.
+type fields struct {
+	eventType, eventID, timestamp, data  field
+	contactID, first, last, email, phone field
+}
+
+// top returns the field of a top-level member, nil for the others.
+func (f *fields) top(name []byte) *field {
+	switch string(name) {
+	case "event_type":
+		return &f.eventType
+	case "event_id":
+		return &f.eventID
+	case "timestamp":
+		return &f.timestamp
+	case "data":
+		return &f.data
+	}
+	return nil
+}
+
+// inData returns the field of a member of data, nil for the others.
+func (f *fields) inData(name []byte) *field {
+	switch string(name) {
+	case "contact_id":
+		return &f.contactID
+	case "acme_first_name":
+		return &f.first
+	case "acme_last_name":
+		return &f.last
+	case "acme_email":
+		return &f.email
+	case "acme_phone":
+		return &f.phone
+	}
+	return nil
+}
+
+// scanner is a reusable JSON tokenizer (encoding/json/v2's jsontext): it
+// checks the syntax, rejects duplicate names at every depth, and reads
+// names and scalars without building a map or a value per member.
+type scanner struct {
+	r   bytes.Reader
+	dec jsontext.Decoder
+}
+
+var scanners = sync.Pool{New: func() any { return new(scanner) }}
+
+// scan reads body in one pass into f: a well-formed body (UTF-8, MaxDepth,
+// no duplicate key) that is one JSON object. Its errors are ErrInvalidUTF8,
+// ErrTooDeep, ErrDuplicateKey (wrapped) or wrap ErrNotJSONObject.
+func scan(body []byte, f *fields) error {
+	// Checked first, so that bad bytes are named as such wherever they are.
 	if !utf8.Valid(body) {
 		return ErrInvalidUTF8
 	}
-	type frame struct {
-		object   bool
-		atKey    bool // the next string is a key
-		keys     map[string]struct{}
-		keyCount int
+	s := scanners.Get().(*scanner)
+	defer scanners.Put(s)
+	s.r.Reset(body)
+	// Escaped lone surrogates (\ud800) were accepted by the encoding/json
+	// reading this replaced; they stay accepted (the bytes are valid UTF-8).
+	s.dec.Reset(&s.r, jsontext.AllowInvalidUTF8(true))
+	defer s.r.Reset(nil) // do not keep the body alive in the pool
+	err := s.walk(f)
+	var se *jsontext.SyntacticError
+	switch {
+	case err == nil, errors.Is(err, ErrTooDeep), errors.Is(err, ErrNotJSONObject):
+		return err
+	case errors.As(err, &se) && errors.Is(err, jsontext.ErrDuplicateName):
+		return fmt.Errorf("%w: %q", ErrDuplicateKey, se.JSONPointer.LastToken())
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
 	}
-	var stack []frame
-	dec := json.NewDecoder(bytes.NewReader(body))
+	return fmt.Errorf("%w: %v", ErrNotJSONObject, err)
+}
+
+// walk reads one top-level value token by token, recording the members of
+// the top-level object and of its data object into f.
+func (s *scanner) walk(f *fields) error {
+	d := &s.dec
+	var member *field // the member whose value comes next, if one is read
+	object, inData := false, false
 	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return nil // syntax errors are reported by the parse that follows
-		}
-		top := len(stack) - 1
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{', '[':
-				if top >= 0 && stack[top].object {
-					stack[top].atKey = true
+		depth := d.StackDepth()
+		kind := d.PeekKind()
+		if k, n := d.StackIndex(depth); k == '{' && n%2 == 0 && kind != '}' {
+			name, err := d.ReadValue()
+			if err != nil {
+				return err
+			}
+			member = nil
+			if depth == 1 || (depth == 2 && inData) {
+				if name, err = s.unquote(name); err != nil {
+					return err
 				}
-				if len(stack) == MaxDepth {
-					return ErrTooDeep
+				if depth == 1 {
+					member = f.top(name)
+				} else {
+					member = f.inData(name)
 				}
-				stack = append(stack, frame{object: t == '{', atKey: t == '{'})
-			default:
-				stack = stack[:top]
 			}
 			continue
-		case string:
-			if top >= 0 && stack[top].object && stack[top].atKey {
-				f := &stack[top]
-				if f.keys == nil {
-					f.keys = map[string]struct{}{}
+		}
+		switch kind {
+		case '{', '[':
+			if _, err := d.ReadToken(); err != nil {
+				return err
+			}
+			if d.StackDepth() > MaxDepth {
+				return ErrTooDeep
+			}
+			if depth == 0 {
+				object = kind == '{'
+			}
+			if member != nil {
+				*member = field{set: true, kind: kind}
+				if member == &f.data {
+					inData = kind == '{'
 				}
-				if _, dup := f.keys[t]; dup {
-					return fmt.Errorf("%w: %q", ErrDuplicateKey, t)
+				member = nil
+			}
+			continue
+		case '}', ']':
+			if _, err := d.ReadToken(); err != nil {
+				return err
+			}
+			if d.StackDepth() == 1 {
+				inData = false
+			}
+		default:
+			v, err := d.ReadValue()
+			if err != nil {
+				return err
+			}
+			if member != nil {
+				*member = field{set: true, kind: v.Kind()}
+				if member.kind == '"' {
+					if member.s, err = s.unquoteString(v); err != nil {
+						return err
+					}
 				}
-				f.keys[t] = struct{}{}
-				f.atKey = false
-				continue
+				member = nil
 			}
 		}
-		if top >= 0 && stack[top].object {
-			stack[top].atKey = true // a value ends; a key comes next
+		if d.StackDepth() == 0 { // the top-level value is complete
+			if _, err := d.ReadToken(); err != io.EOF {
+				if err == nil {
+					err = errors.New("more data after the top-level value")
+				}
+				return err
+			}
+			if !object {
+				return fmt.Errorf("%w: it is %s", ErrNotJSONObject, describe(kind))
+			}
+			return nil
 		}
 	}
+}
+
+// unquote returns the bytes of a JSON string without quotes, unescaped.
+func (s *scanner) unquote(v jsontext.Value) ([]byte, error) {
+	if bytes.IndexByte(v, '\\') < 0 {
+		return v[1 : len(v)-1], nil
+	}
+	str, err := unescape(v)
+	return []byte(str), err
+}
+
+func (s *scanner) unquoteString(v jsontext.Value) (string, error) {
+	if bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1]), nil
+	}
+	return unescape(v)
+}
+
+// unescape reads an escaped JSON string as encoding/json does, a lone
+// surrogate (\ud800) as U+FFFD: the rare escaped string is not worth a
+// second reading of its own.
+func unescape(v jsontext.Value) (string, error) {
+	var str string
+	err := json.Unmarshal(v, &str)
+	return str, err
+}
+
+// describe names the kind of a top-level value that is not an object.
+func describe(k jsontext.Kind) string {
+	switch k {
+	case '[', ']':
+		return "an array"
+	case '"':
+		return "a string"
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "a boolean"
+	}
+	return "a number"
 }

@@ -219,6 +219,7 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 		{"replay bad kind", true, []string{"--replay-dlq", "--replay-error-kind", "fatal"}, nil, []string{"WORKER_REPLAY_ERROR_KIND"}},
 		{"replay guard off", true, []string{"--replay-dlq", "--replay-max-count", "0"}, nil, []string{"WORKER_REPLAY_MAX_COUNT"}},
 		{"enqueue outlasts write timeout", false, nil, gw(map[string]string{"GATEWAY_ENQUEUE_TIMEOUT": "30s"}), []string{"GATEWAY_ENQUEUE_TIMEOUT", "GATEWAY_WRITE_TIMEOUT"}},
+		{"pprof on the webhook port", false, nil, gw(map[string]string{"GATEWAY_PPROF_ADDR": ":8080"}), []string{"GATEWAY_PPROF_ADDR", "port of its own"}},
 		{"body does not fit a record", false, nil, gw(map[string]string{"GATEWAY_MAX_BODY_BYTES": "2000000"}), []string{"KAFKA_MAX_MESSAGE_BYTES", "GATEWAY_MAX_BODY_BYTES"}},
 		{"worker empty group", true, []string{"--group-id="}, wk(nil), []string{"WORKER_GROUP_ID"}},
 		{"unknown security protocol", false, nil, gw(map[string]string{"KAFKA_SECURITY_PROTOCOL": "TLS"}), []string{"KAFKA_SECURITY_PROTOCOL"}},

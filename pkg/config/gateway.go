@@ -47,6 +47,9 @@ type GatewayServer struct {
 	// MaxInflightBytes bounds the bytes of bodies being read, verified and
 	// enqueued at once; a request that would pass it gets 503 at once.
 	MaxInflightBytes int64 `mapstructure:"max_inflight_bytes"`
+	// PprofAddr, when set, serves Go's profiling endpoints on a listener of
+	// its own (never the webhook port). Off by default.
+	PprofAddr string `mapstructure:"pprof_addr"`
 }
 
 // RecordOverheadBytes is the room kept in a record beside the body for the
@@ -72,6 +75,7 @@ var GatewaySettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "gateway.write_timeout", Kind: Duration, Usage: "HTTP write timeout"},
 	Setting{Key: "gateway.idle_timeout", Kind: Duration, Usage: "HTTP keep-alive idle timeout"},
 	Setting{Key: "gateway.shutdown_timeout", Kind: Duration, Usage: "bounded drain on SIGTERM"},
+	Setting{Key: "gateway.pprof_addr", Kind: String, Usage: "listen address of Go's /debug/pprof endpoints, on their own port (empty: off)"},
 )
 
 // LoadGateway loads and validates the gateway's configuration from args (the
@@ -105,6 +109,9 @@ func (c Gateway) validate() error {
 	}
 	if err := ss.Required("gateway.listen_addr", g.ListenAddr == ""); err != nil {
 		return err
+	}
+	if g.PprofAddr != "" && g.PprofAddr == g.ListenAddr {
+		return ss.Invalid("gateway.pprof_addr", "%q is the webhook listen address; profiling needs a port of its own", g.PprofAddr)
 	}
 	if !strings.HasPrefix(g.WebhookPath, "/") {
 		return ss.Invalid("gateway.webhook_path", "%q does not start with /", g.WebhookPath)

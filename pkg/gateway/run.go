@@ -81,6 +81,16 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 		return err
 	}
 	log.Info().Str("addr", addr.String()).Str("path", g.WebhookPath).Msg("listening")
+	if g.PprofAddr != "" {
+		pprofSrv := ops.NewPprofServer(g.PprofAddr)
+		pprofAddr, _, err := ops.Start(pprofSrv)
+		if err != nil {
+			ops.Shutdown(srv, g.ShutdownTimeout, log)
+			return err
+		}
+		defer pprofSrv.Close()
+		log.Warn().Str("addr", pprofAddr.String()).Msg("serving /debug/pprof (GATEWAY_PPROF_ADDR): keep this port private")
+	}
 
 	client, err := kafka.Start(ctx, cfg.Kafka, sc, log)
 	if err != nil {
