@@ -17,6 +17,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/semaphore"
@@ -325,5 +326,64 @@ func TestUnknownRouteIsJSON(t *testing.T) {
 	var got ErrorBody
 	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 404 || got.Error != CodeNotFound {
 		t.Errorf("got %d %+v (%v), want 404 not_found", resp.StatusCode, got, err)
+	}
+}
+
+// acceptedBody writes what c.JSON wrote for AcceptedBody, whatever the id.
+func TestAcceptedBody(t *testing.T) {
+	for _, id := range []string{"evt_12345", `a"b\c`, "tab\there", "<script>&", "ünïcödé ☃", "\u2028"} {
+		b := acceptedBody(id)
+		var got AcceptedBody
+		if err := json.Unmarshal(b, &got); err != nil || got != (AcceptedBody{Status: "accepted", EventID: id}) {
+			t.Errorf("%q: %s reads as %+v (%v)", id, b, got, err)
+		}
+		if !bytes.HasSuffix(b, []byte("}\n")) {
+			t.Errorf("%q: %q does not end in a newline, as c.JSON's did", id, b)
+		}
+	}
+}
+
+// The request series are counted per route, method and status as before the
+// lookups were cached, and a made-up method is one "other" series.
+func TestRequestMetricsLabels(t *testing.T) {
+	srv, h := serveTestHandler(t, &fakeEnqueuer{}, nil, &lameDuck{})
+	for _, method := range []string{"POST", "POST", "BREW", "PROPFIND", "GET"} {
+		req := signed(t, method, validBody, time.Now())
+		req.URL, _ = req.URL.Parse(srv.URL + testPath)
+		req.RequestURI = ""
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	for _, tc := range []struct {
+		method, status string
+		want           float64
+	}{{"POST", "202", 2}, {"other", "405", 2}, {"GET", "405", 1}} {
+		if got := testutil.ToFloat64(h.Metrics.requests.WithLabelValues(testPath, tc.method, tc.status)); got != tc.want {
+			t.Errorf("requests{%s,%s} = %v, want %v", tc.method, tc.status, got, tc.want)
+		}
+	}
+	if n := testutil.CollectAndCount(h.Metrics.requests); n != 3 {
+		t.Errorf("%d request series, want 3", n)
+	}
+	// Both outcomes are exported from the start (a rate of failures is 0,
+	// not absent, before the first one).
+	if n := testutil.CollectAndCount(h.Metrics.enqueue); n != 2 {
+		t.Errorf("%d enqueue series, want 2 (acked, failed)", n)
+	}
+}
+
+func TestRequestIDsAreUnique(t *testing.T) {
+	a, b := requestIDs(), requestIDs()
+	seen := map[string]bool{}
+	for range 1000 {
+		for _, id := range []string{a(), b()} {
+			if seen[id] || len(id) < 18 {
+				t.Fatalf("id %q repeated or short", id)
+			}
+			seen[id] = true
+		}
 	}
 }

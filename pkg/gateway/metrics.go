@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -25,6 +27,49 @@ type Metrics struct {
 	rejections     *prometheus.CounterVec
 	overloaded     prometheus.Counter
 	inflightBytes  prometheus.Gauge
+
+	// The children of requests and duration by their labels, looked up
+	// once: WithLabelValues hashes the labels and locks on every call.
+	mu     sync.RWMutex
+	series map[seriesKey]series
+	// acked and failed are the children of enqueue.
+	acked, failed prometheus.Observer
+}
+
+type seriesKey struct {
+	route, method string
+	status        int
+}
+
+type series struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// seriesOf returns the request metrics of route, method and status.
+func (m *Metrics) seriesOf(route, method string, status int) series {
+	k := seriesKey{route, method, status}
+	m.mu.RLock()
+	s, ok := m.series[k]
+	m.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = series{m.requests.WithLabelValues(route, method, strconv.Itoa(status)), m.duration.WithLabelValues(route)}
+	m.mu.Lock()
+	m.series[k] = s
+	m.mu.Unlock()
+	return s
+}
+
+// methodLabel is method when it is a standard one, else "other": a
+// sender choosing methods must not choose how many series there are.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "other"
 }
 
 // NewMetrics registers the gateway's metrics with reg.
@@ -58,16 +103,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.inFlight, m.enqueue, m.producerErrors, m.rejections, m.overloaded, m.inflightBytes)
+	m.series = map[seriesKey]series{}
+	m.acked, m.failed = m.enqueue.WithLabelValues("acked"), m.enqueue.WithLabelValues("failed")
 	return m
 }
 
 func (m *Metrics) enqueued(d time.Duration, err error) {
-	outcome := "acked"
 	if err != nil {
-		outcome = "failed"
 		m.producerErrors.Inc()
+		m.failed.Observe(d.Seconds())
+		return
 	}
-	m.enqueue.WithLabelValues(outcome).Observe(d.Seconds())
+	m.acked.Observe(d.Seconds())
 }
 
 func (m *Metrics) rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
@@ -90,8 +137,9 @@ func (m *Metrics) Observe(log zerolog.Logger) echo.MiddlewareFunc {
 			}
 			status := c.Response().Status
 			elapsed := time.Since(start)
-			m.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(status)).Inc()
-			m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+			series := m.seriesOf(route, methodLabel(c.Request().Method), status)
+			series.requests.Inc()
+			series.duration.Observe(elapsed.Seconds())
 
 			if route == ops.HealthPath || route == ops.ReadyPath || route == ops.MetricsPath {
 				return nil // probes and scrapes would drown the log

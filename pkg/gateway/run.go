@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -139,10 +142,25 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 func newEcho(h *Handler, path string, ready ops.ReadyFunc, ld *lameDuck, reg *prometheus.Registry, log zerolog.Logger) *echo.Echo {
 	e := ops.NewEcho()
 	e.HTTPErrorHandler = ErrorHandler(log)
-	e.Use(middleware.RequestID(), ld.closeConnections, h.Metrics.Observe(log), middleware.Recover())
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestIDs()}), ld.closeConnections, h.Metrics.Observe(log), middleware.Recover())
 	ops.Register(e, ready, reg)
 	e.Any(path, h.Serve)
 	return e
+}
+
+// requestIDs returns a generator of request ids: a random prefix drawn once
+// per process and a counter, unique across processes without reading
+// crypto/rand for every request (echo's default draws 32 characters).
+func requestIDs() func() string {
+	var seed [8]byte
+	_, _ = rand.Read(seed[:]) // never fails (crypto/rand)
+	prefix := hex.EncodeToString(seed[:])
+	var n atomic.Uint64
+	return func() string {
+		b := make([]byte, 0, 40)
+		b = append(append(b, prefix...), '-')
+		return string(strconv.AppendUint(b, n.Add(1), 36))
+	}
 }
 
 // lameDuck is the phase between SIGTERM and the drain.

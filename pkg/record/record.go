@@ -31,25 +31,53 @@ const (
 	ContentType = "application/json"
 )
 
+// The bytes of the header names and fixed values, shared by every record
+// (sarama only reads them).
+var (
+	keySpecVersion, keyID, keySource, keyType = []byte(HeaderSpecVersion), []byte(HeaderID), []byte(HeaderSource), []byte(HeaderType)
+	keyTime, keyContentType, keyWebhookID     = []byte(HeaderTime), []byte(HeaderContentType), []byte(HeaderWebhookID)
+	keyReceivedAt                             = []byte(HeaderReceivedAt)
+	valSpecVersion, valSource, valContentType = []byte(SpecVersion), []byte(Source), []byte(ContentType)
+)
+
 // NewEventMessage returns the record of an accepted webhook: keyed by
 // contact id, so one contact's events share a partition and keep their
 // order; the value is body byte for byte, unknown fields and all.
 func NewEventMessage(topic string, ev acmecrm.Event, body []byte, webhookID string, receivedAt time.Time) *sarama.ProducerMessage {
+	const timeLen = len("2006-01-02T15:04:05.999999999-07:00")
+	v := make(headerValues, 0, len(ev.EventID)+len(ev.EventType)+len(webhookID)+2*timeLen)
 	return &sarama.ProducerMessage{
 		Topic: topic,
 		Key:   sarama.StringEncoder(ev.Data.ContactID),
 		Value: sarama.ByteEncoder(body),
 		Headers: []sarama.RecordHeader{
-			header(HeaderSpecVersion, SpecVersion),
-			header(HeaderID, ev.EventID),
-			header(HeaderSource, Source),
-			header(HeaderType, ev.EventType),
-			header(HeaderTime, ev.Timestamp.Format(time.RFC3339Nano)),
-			header(HeaderContentType, ContentType),
-			header(HeaderWebhookID, webhookID),
-			header(HeaderReceivedAt, receivedAt.UTC().Format(time.RFC3339Nano)),
+			{Key: keySpecVersion, Value: valSpecVersion},
+			{Key: keyID, Value: v.str(ev.EventID)},
+			{Key: keySource, Value: valSource},
+			{Key: keyType, Value: v.str(ev.EventType)},
+			{Key: keyTime, Value: v.time(ev.Timestamp)},
+			{Key: keyContentType, Value: valContentType},
+			{Key: keyWebhookID, Value: v.str(webhookID)},
+			{Key: keyReceivedAt, Value: v.time(receivedAt.UTC())},
 		},
 	}
+}
+
+// headerValues is one buffer the values of a record's headers are appended
+// to, each returned as a capped slice of it: one allocation for them all
+// when its capacity suffices (and correct values when it does not).
+type headerValues []byte
+
+func (b *headerValues) str(s string) []byte {
+	start := len(*b)
+	*b = append(*b, s...)
+	return (*b)[start:len(*b):len(*b)]
+}
+
+func (b *headerValues) time(t time.Time) []byte {
+	start := len(*b)
+	*b = t.AppendFormat(*b, time.RFC3339Nano)
+	return (*b)[start:len(*b):len(*b)]
 }
 
 func header(k, v string) sarama.RecordHeader {

@@ -2,11 +2,14 @@ package record
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/acmecrm/integration-service/pkg/acmecrm"
 )
 
 func TestDeadLetterMessage(t *testing.T) {
@@ -49,5 +52,30 @@ func TestDeadLetterMessage(t *testing.T) {
 	}
 	if len(got) != len(want)+1 {
 		t.Errorf("headers %v", got)
+	}
+}
+
+func TestNewEventMessage(t *testing.T) {
+	for _, year := range []int{2025, 12025} { // 12025: longer than the buffer is sized for
+		ev := acmecrm.Event{EventType: "contact.updated", EventID: "evt_1", Timestamp: time.Date(year, 5, 17, 17, 6, 39, 5, time.FixedZone("", -7*3600)), Data: acmecrm.Contact{ContactID: "c-1"}}
+		m := NewEventMessage("contact-events", ev, []byte(`{"x":1}`), "msg_1", time.Date(2026, 11, 27, 3, 0, 0, 0, time.FixedZone("", 3600)))
+		var got []string
+		for _, h := range m.Headers {
+			got = append(got, string(h.Key)+"="+string(h.Value))
+			h.Value = append(h.Value, '!') // capped: never writes into the next value
+		}
+		want := []string{"ce_specversion=1.0", "ce_id=evt_1", "ce_source=acmecrm", "ce_type=contact.updated",
+			"ce_time=" + strconv.Itoa(year) + "-05-17T17:06:39.000000005-07:00", "content-type=application/json", "webhook_id=msg_1", "received_at=2026-11-27T02:00:00Z"}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("headers\n got %v\nwant %v", got, want)
+		}
+		for i, h := range m.Headers {
+			if kv := string(h.Key) + "=" + string(h.Value); kv != want[i] {
+				t.Errorf("after appending to each value, header %d reads %q, want %q", i, kv, want[i])
+			}
+		}
+		if k, _ := m.Key.Encode(); string(k) != "c-1" {
+			t.Errorf("key %q", k)
+		}
 	}
 }

@@ -6,9 +6,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -35,9 +38,18 @@ var (
 // be rotated without a moment when either the old or the new one fails.
 type Verifier struct {
 	keys      [][]byte
+	macs      []*sync.Pool // per key: keyed HMAC-SHA256 states, reused
 	tolerance time.Duration
 	now       func() time.Time
 }
+
+// The scheme's headers in Go's canonical form: http.Header.Get allocates
+// to canonicalize any other form.
+var (
+	canonicalID        = http.CanonicalHeaderKey(HeaderID)
+	canonicalTimestamp = http.CanonicalHeaderKey(HeaderTimestamp)
+	canonicalSignature = http.CanonicalHeaderKey(HeaderSignature)
+)
 
 // DecodeSecret returns the key bytes of a whsec_<base64> secret. Its errors
 // never contain the secret.
@@ -66,6 +78,7 @@ func NewVerifier(secrets []string, tolerance time.Duration) (*Verifier, error) {
 			return nil, fmt.Errorf("webhook secret #%d: %w", i+1, err)
 		}
 		v.keys = append(v.keys, key)
+		v.macs = append(v.macs, &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }})
 	}
 	return v, nil
 }
@@ -74,7 +87,7 @@ func NewVerifier(secrets []string, tolerance time.Duration) (*Verifier, error) {
 // webhook-* headers. It returns nil when the timestamp is within tolerance
 // and at least one v1 signature matches one of the secrets.
 func (v *Verifier) Verify(h http.Header, body []byte) error {
-	id, ts, sigs := h.Get(HeaderID), h.Get(HeaderTimestamp), h.Get(HeaderSignature)
+	id, ts, sigs := h.Get(canonicalID), h.Get(canonicalTimestamp), h.Get(canonicalSignature)
 	for _, hv := range [...][2]string{{HeaderID, id}, {HeaderTimestamp, ts}, {HeaderSignature, sigs}} {
 		if hv[1] == "" {
 			return fmt.Errorf("%w: %s", ErrMissingHeader, hv[0])
@@ -88,26 +101,45 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 		return ErrTimestampTolerance
 	}
 
-	macs := make([][]byte, len(v.keys))
-	for i, key := range v.keys {
-		macs[i] = mac(key, id, ts, body)
+	// The expected MACs, one per key, on the stack for the usual few keys.
+	var stack [4][sha256.Size]byte
+	macs := stack[:0]
+	for i := range v.keys {
+		macs = append(macs, [sha256.Size]byte{})
+		v.sum(i, id, ts, body, macs[i][:0])
 	}
-	for _, entry := range strings.Fields(sigs) {
+	var got [sha256.Size]byte
+	for entry := range strings.FieldsSeq(sigs) {
 		version, b64, ok := strings.Cut(entry, ",")
 		if !ok || version != "v1" {
 			continue // other schemes (v1a: asymmetric) are not ours to check
 		}
-		got, err := base64.StdEncoding.DecodeString(b64)
-		if err != nil {
+		// A v1 signature is 32 bytes, 44 characters of base64.
+		if base64.StdEncoding.DecodedLen(len(b64)) > len(got)+2 {
 			continue
 		}
-		for _, want := range macs {
-			if hmac.Equal(got, want) { // constant time
+		var dec [sha256.Size + 2]byte
+		n, err := base64.StdEncoding.Decode(dec[:], []byte(b64))
+		if err != nil || n != len(got) {
+			continue
+		}
+		copy(got[:], dec[:n])
+		for i := range macs {
+			if hmac.Equal(got[:], macs[i][:]) { // constant time
 				return nil
 			}
 		}
 	}
 	return ErrNoValidSignature
+}
+
+// sum appends to dst the MAC of the signed content with key i, using a
+// pooled keyed state.
+func (v *Verifier) sum(i int, id, ts string, body, dst []byte) []byte {
+	m := v.macs[i].Get().(hash.Hash)
+	defer v.macs[i].Put(m)
+	m.Reset()
+	return signed(m, id, ts, body, dst)
 }
 
 // Sign returns the webhook-signature entry ("v1,<base64>") of body with key.
@@ -116,11 +148,15 @@ func Sign(key []byte, id string, ts int64, body []byte) string {
 }
 
 func mac(key []byte, id, ts string, body []byte) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(id))
+	return signed(hmac.New(sha256.New, key), id, ts, body, nil)
+}
+
+// signed appends to dst the MAC m computes of "{id}.{ts}.{body}".
+func signed(m hash.Hash, id, ts string, body, dst []byte) []byte {
+	io.WriteString(m, id)
 	m.Write([]byte{'.'})
-	m.Write([]byte(ts))
+	io.WriteString(m, ts)
 	m.Write([]byte{'.'})
 	m.Write(body)
-	return m.Sum(nil)
+	return m.Sum(dst)
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,4 +140,33 @@ func TestDecodeSecret(t *testing.T) {
 	if err != nil || string(key) != "k3y" {
 		t.Errorf("got %q, %v; want k3y, nil", key, err)
 	}
+}
+
+// More secrets than the verifier keeps its MACs on the stack for, each one
+// verified (concurrently, through the pooled MAC states), and never a
+// signature of a secret not configured.
+func TestVerifyManySecretsConcurrently(t *testing.T) {
+	var secrets []string
+	for i := range 6 {
+		secrets = append(secrets, "whsec_"+base64.StdEncoding.EncodeToString([]byte("rotation-secret-number-"+strconv.Itoa(i))))
+	}
+	v, err := NewVerifier(secrets, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.now = func() time.Time { return now }
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i, s := range secrets {
+				if err := v.Verify(headers("msg_1", now, refSign(t, s, "msg_1", now, body)), body); err != nil {
+					t.Errorf("secret #%d: %v", i+1, err)
+				}
+				if err := v.Verify(headers("msg_1", now, refSign(t, secretC, "msg_1", now, body)), body); !errors.Is(err, ErrNoValidSignature) {
+					t.Errorf("unconfigured secret: got %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
