@@ -46,6 +46,10 @@ type Kafka struct {
 	MaxMessageBytes int `mapstructure:"max_message_bytes"`
 	// RetryBackoff is the first wait between producer and metadata retries.
 	RetryBackoff time.Duration `mapstructure:"retry_backoff"`
+	// Linger is how long the producer lets a batch fill before sending it
+	// (Kafka's linger.ms, sarama's Producer.Flush.Frequency); 0 sends as
+	// soon as the request before it was answered.
+	Linger time.Duration `mapstructure:"linger"`
 	// RetryMax is how many times a produce or metadata request is retried.
 	RetryMax int `mapstructure:"retry_max"`
 	// DialTimeout bounds connecting to a broker.
@@ -122,6 +126,7 @@ var commonSettings = Settings{
 	{Key: "kafka.max_message_bytes", Kind: Int, Usage: "largest record produced; max.message.bytes of created topics"},
 	{Key: "kafka.retry_backoff", Kind: Duration, Usage: "first wait between Kafka retries"},
 	{Key: "kafka.retry_max", Kind: Int, Usage: "Kafka produce and metadata retries"},
+	{Key: "kafka.linger", Kind: Duration, Usage: "how long the producer lets a batch fill (Kafka's linger.ms); 0: no wait"},
 	{Key: "kafka.dial_timeout", Kind: Duration, Usage: "timeout connecting to a broker"},
 	{Key: "kafka.health_interval", Kind: Duration, Usage: "how often readiness re-checks the brokers"},
 	{Key: "kafka.security_protocol", Kind: String, Usage: "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"},
@@ -176,6 +181,9 @@ func (k Kafka) validate(ss Settings) error {
 	}
 	if k.RetryMax < 0 {
 		return ss.Invalid("kafka.retry_max", "%d is negative", k.RetryMax)
+	}
+	if k.Linger < 0 {
+		return ss.Invalid("kafka.linger", "%v is negative", k.Linger)
 	}
 	return k.validateSecurity(ss)
 }

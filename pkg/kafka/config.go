@@ -60,6 +60,7 @@ func NewProducerConfig(c config.Kafka) (*sarama.Config, error) {
 	sc.Producer.Return.Errors = true
 	sc.Producer.Partitioner = sarama.NewHashPartitioner
 	sc.Producer.MaxMessageBytes = c.MaxMessageBytes
+	sc.Producer.Flush.Frequency = c.Linger
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka producer config: %w", err)
 	}

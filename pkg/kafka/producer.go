@@ -57,18 +57,25 @@ func (p *Producer) dispatch() {
 // later: the sender, told to retry, may then deliver it twice, which
 // downstream idempotency absorbs.
 func (p *Producer) Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error {
-	result := make(chan error, 1) // buffered: dispatch never blocks on a caller that gave up
+	result := results.Get().(chan error)
 	msg.Metadata = result
 	if err := p.send(ctx, msg); err != nil {
+		results.Put(result) // never handed to sarama: still empty
 		return err
 	}
 	select {
 	case err := <-result:
+		results.Put(result) // empty again, and nothing else will send to it
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		return ctx.Err() // result may still receive the answer: not reused
 	}
 }
+
+// results are the channels a record's answer comes back on, reused: one
+// per record otherwise. Buffered, so dispatch never blocks on a caller that
+// gave up.
+var results = sync.Pool{New: func() any { return make(chan error, 1) }}
 
 func (p *Producer) send(ctx context.Context, msg *sarama.ProducerMessage) error {
 	p.mu.RLock()

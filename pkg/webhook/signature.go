@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -38,7 +37,7 @@ var (
 // be rotated without a moment when either the old or the new one fails.
 type Verifier struct {
 	keys      [][]byte
-	macs      []*sync.Pool // per key: keyed HMAC-SHA256 states, reused
+	macs      []*sync.Pool // per key: *keyedMAC, reused
 	tolerance time.Duration
 	now       func() time.Time
 }
@@ -78,7 +77,7 @@ func NewVerifier(secrets []string, tolerance time.Duration) (*Verifier, error) {
 			return nil, fmt.Errorf("webhook secret #%d: %w", i+1, err)
 		}
 		v.keys = append(v.keys, key)
-		v.macs = append(v.macs, &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }})
+		v.macs = append(v.macs, &sync.Pool{New: func() any { return newKeyedMAC(key) }})
 	}
 	return v, nil
 }
@@ -133,30 +132,33 @@ func (v *Verifier) Verify(h http.Header, body []byte) error {
 	return ErrNoValidSignature
 }
 
+// keyedMAC is an HMAC-SHA256 state of one key and a scratch buffer for the
+// signed content's prefix.
+type keyedMAC struct {
+	h       hash.Hash
+	scratch []byte
+}
+
+func newKeyedMAC(key []byte) *keyedMAC { return &keyedMAC{h: hmac.New(sha256.New, key)} }
+
+// sum appends to dst the MAC of the signed content, "{id}.{ts}.{body}".
+func (m *keyedMAC) sum(id, ts string, body, dst []byte) []byte {
+	m.h.Reset()
+	m.scratch = append(append(append(append(m.scratch[:0], id...), '.'), ts...), '.')
+	m.h.Write(m.scratch)
+	m.h.Write(body)
+	return m.h.Sum(dst)
+}
+
 // sum appends to dst the MAC of the signed content with key i, using a
 // pooled keyed state.
 func (v *Verifier) sum(i int, id, ts string, body, dst []byte) []byte {
-	m := v.macs[i].Get().(hash.Hash)
+	m := v.macs[i].Get().(*keyedMAC)
 	defer v.macs[i].Put(m)
-	m.Reset()
-	return signed(m, id, ts, body, dst)
+	return m.sum(id, ts, body, dst)
 }
 
 // Sign returns the webhook-signature entry ("v1,<base64>") of body with key.
 func Sign(key []byte, id string, ts int64, body []byte) string {
-	return "v1," + base64.StdEncoding.EncodeToString(mac(key, id, strconv.FormatInt(ts, 10), body))
-}
-
-func mac(key []byte, id, ts string, body []byte) []byte {
-	return signed(hmac.New(sha256.New, key), id, ts, body, nil)
-}
-
-// signed appends to dst the MAC m computes of "{id}.{ts}.{body}".
-func signed(m hash.Hash, id, ts string, body, dst []byte) []byte {
-	io.WriteString(m, id)
-	m.Write([]byte{'.'})
-	io.WriteString(m, ts)
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(dst)
+	return "v1," + base64.StdEncoding.EncodeToString(newKeyedMAC(key).sum(id, strconv.FormatInt(ts, 10), body, nil))
 }
