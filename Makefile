@@ -59,6 +59,10 @@ fuzz: ## Fuzz what strangers send: the signature verifier and the event parser, 
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./pkg/webhook
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/acmecrm
 
+.PHONY: bench-gateway
+bench-gateway: ## Only the gateway's CPU per webhook: wrk against the gateway and a no-op net/http server in alternating rounds, the Kafka side alone, a CPU profile (RUNS_GW=5; BASELINE_REV=<rev> adds that revision's gateway).
+	scripts/with-kafka.sh scripts/bench-gateway.sh
+
 .PHONY: bench-burst
 bench-burst: ## Only the gateway burst: 600 senders of 1 MB bodies, peak RSS with the in-flight budget vs ungated (RUNS_BURST=3).
 	scripts/with-kafka.sh scripts/bench-burst.sh

@@ -15,18 +15,15 @@ mkdir -p "$out"
 brokers=127.0.0.1:${KAFKA_PORT:-9092}
 addr=127.0.0.1:18081
 secret=whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==
-command -v hey >/dev/null || { echo "bench-burst: installing hey (Debian package)"; apt-get install -y -qq hey >/dev/null; }
+source scripts/bench-lib.sh
+need hey
 make -s build
 
 # One signed ~1 MB body (the timestamp stays valid for the run).
 pad=$(head -c 999000 /dev/zero | tr '\0' 'x')
 printf '{"event_type":"contact.updated","event_id":"evt_burst","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"burst"},"pad":"%s"}' "$pad" >"$out/burst-body.json"
 id=msg_burst; ts=$(date +%s)
-hexkey=$(printf '%s' "${secret#whsec_}" | base64 -d | od -An -v -tx1 | tr -d ' \n')
-sig=$( { printf '%s.%s.' "$id" "$ts"; cat "$out/burst-body.json"; } | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hexkey" -binary | base64 -w0)
-
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4g\n", (a[NR/2]+a[NR/2+1])/2}'; }
-minmax() { sort -g | awk 'NR==1{mn=$1} {mx=$1} END {printf "%s–%s", mn, mx}'; }
+sig=$(sign "$secret" "$id" "$ts" "$out/burst-body.json")
 on_topic() { # records on a topic
   scripts/kafka.sh tool org.apache.kafka.tools.GetOffsetShell --bootstrap-server "$brokers" --topic "$1" 2>/dev/null |
     awk -F: '{s+=$3} END {print s+0}'
@@ -40,7 +37,7 @@ burst() {
     GATEWAY_WEBHOOK_SECRETS=$secret GATEWAY_TIMESTAMP_TOLERANCE=2h GATEWAY_MAX_INFLIGHT_BYTES=$budget GATEWAY_SHUTDOWN_DELAY=0s \
     KAFKA_TOPIC_PARTITIONS=6 LOG_LEVEL=warn bin/webhook-gateway >"$out/burst-$name.log" 2>&1 &
   gw=$!
-  for _ in $(seq 1 120); do curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
+  wait_ready "http://$addr/readyz" >&2
   hey -n 1200 -c 600 -t 60 -m POST -T application/json -D "$out/burst-body.json" \
     -H "webhook-id: $id" -H "webhook-timestamp: $ts" -H "webhook-signature: v1,$sig" \
     "http://$addr/webhooks/acmecrm" >"$out/burst-$name-hey.txt"

@@ -24,8 +24,7 @@ fi
 values() {
   awk -v name="$1" -v unit="$2" '$1 ~ "^"name"-[0-9]+$" { for (i = 3; i <= NF; i++) if ($i == unit) print $(i-1) }' "$raw"
 }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4g\n", (a[NR/2]+a[NR/2+1])/2}'; }
-minmax() { sort -g | awk 'NR==1{mn=$1} {mx=$1} END {printf "%s–%s", mn, mx}'; }
+source scripts/bench-lib.sh
 sum() { awk '{s+=$1} END {print s+0}'; }
 row() { # label name unit [checked]
   local v checks=—

@@ -3,8 +3,10 @@
 # Kafka's own producer and consumer perf tools as the reference points in the
 # same run.
 #
-# The worker's concurrency benchmarks (Contacts API latency-bound, ordering
-# by key against ordering by partition) follow: scripts/bench-worker.sh.
+# The gateway's efficiency against a no-op HTTP server (scripts/bench-gateway.sh),
+# the worker's concurrency benchmarks (Contacts API latency-bound, ordering
+# by key against ordering by partition: scripts/bench-worker.sh) and the
+# gateway under a burst (scripts/bench-burst.sh) follow.
 #
 # Each measurement is repeated RUNS times (default 5) and the median is
 # reported beside min and max: this machine is shared and noisy, so one run
@@ -22,12 +24,8 @@ ref_topic=bench-ref-$stamp
 addr=127.0.0.1:18080
 secret=whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==
 
-for tool in hey; do
-  command -v $tool >/dev/null || { echo "bench: installing $tool (Debian package)"; apt-get install -y -qq $tool >/dev/null; }
-done
-
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.4g\n", (a[NR/2]+a[NR/2+1])/2}'; }
-minmax() { sort -g | awk 'NR==1{mn=$1} {mx=$1} END {printf "%s–%s", mn, mx}'; }
+source scripts/bench-lib.sh
+need hey
 
 make -s build
 KAFKA_BROKERS=$brokers KAFKA_TOPIC=$topic KAFKA_DLQ_TOPIC=$topic-dlq GATEWAY_LISTEN_ADDR=$addr \
@@ -35,16 +33,14 @@ KAFKA_BROKERS=$brokers KAFKA_TOPIC=$topic KAFKA_DLQ_TOPIC=$topic-dlq GATEWAY_LIS
   bin/webhook-gateway >"$out/gateway.log" 2>&1 &
 gw=$!
 trap 'kill -TERM $gw 2>/dev/null || true; wait $gw 2>/dev/null || true' EXIT
-for _ in $(seq 1 120); do curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
-curl -fsS "http://$addr/readyz" >/dev/null
+wait_ready "http://$addr/readyz"
 
 # One signed request (the timestamp stays valid for the whole run).
 body=$(printf '{"event_type":"contact.updated","event_id":"evt_bench","timestamp":"2025-05-17T17:06:39-07:00","data":{"contact_id":"%s","acme_first_name":"John","acme_last_name":"Doe","acme_email":"john.doe@example.com","acme_phone":"555-123-4567"}}' 1234)
 printf '%s' "$body" >"$out/body.json"
 size=${#body}
 id=msg_bench; ts=$(date +%s)
-hexkey=$(printf '%s' "${secret#whsec_}" | base64 -d | od -An -v -tx1 | tr -d ' \n')
-sig=$(printf '%s.%s.%s' "$id" "$ts" "$body" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$hexkey" -binary | base64 -w0)
+sig=$(sign "$secret" "$id" "$ts" "$out/body.json")
 hey_req=(-m POST -T application/json -D "$out/body.json" -H "webhook-id: $id" -H "webhook-timestamp: $ts" -H "webhook-signature: v1,$sig")
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$addr/webhooks/acmecrm" -H 'Content-Type: application/json' \
   -H "webhook-id: $id" -H "webhook-timestamp: $ts" -H "webhook-signature: v1,$sig" --data-binary @"$out/body.json")
@@ -115,6 +111,9 @@ row() { # name unit values...
   row "worker: one member, instant Contacts API stand-in, 20,000-event backlog, 6 partitions (BenchmarkWorkerThroughput)" "events/s" "${wthr[@]}"
   row "reference: Kafka ConsumerPerformance, 20,000 records" "rec/s" "${cthr[@]}"
 } | tee "$out/results.md"
+
+# The gateway's CPU per webhook against the HTTP ceiling (a no-op server).
+scripts/bench-gateway.sh
 
 # The worker's concurrency against a Contacts API of fixed latency.
 scripts/bench-worker.sh
