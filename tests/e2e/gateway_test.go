@@ -359,3 +359,30 @@ func TestGatewayDrainsInFlightRequestsOnShutdown(t *testing.T) {
 	}
 	t.Logf("%d events acknowledged before shutdown, all in Kafka", len(acked))
 }
+
+// GATEWAY_PPROF_ADDR serves Go's profiles on a port of its own; the webhook
+// port never does, with or without it.
+func TestGatewayPprofOnlyWhenAskedAndOnItsOwnPort(t *testing.T) {
+	pprofAddr := freeAddr(t)
+	gw := startGateway(t, merge(topicEnv(t), map[string]string{"GATEWAY_PPROF_ADDR": pprofAddr}))
+	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "goroutine profile:") {
+		t.Errorf("pprof port: %d %.200s", resp.StatusCode, b)
+	}
+	plain := startGateway(t, topicEnv(t))
+	for _, addr := range []string{gw.addr, plain.addr} {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("webhook port %s answers /debug/pprof/ with %d, want 404", addr, resp.StatusCode)
+		}
+	}
+}
