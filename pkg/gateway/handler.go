@@ -91,7 +91,7 @@ func (h *Handler) Serve(c echo.Context) error {
 		return fail(c, http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "body exceeds "+strconv.FormatInt(h.MaxBodyBytes, 10)+" bytes", nil)
 	}
 	if req.ContentLength > h.MaxBodyBytes {
-		return tooLarge()
+		return h.beforeBody(c, tooLarge())
 	}
 	// The body's bytes are reserved before it is read, for as long as it is
 	// held (until Kafka answered): what cannot be reserved at once is
@@ -104,7 +104,7 @@ func (h *Handler) Serve(c echo.Context) error {
 		if !h.Budget.TryAcquire(reserve) {
 			h.Metrics.overloaded.Inc()
 			h.retryAfter(c)
-			return fail(c, http.StatusServiceUnavailable, CodeOverloaded, "too many bodies in flight; send it again", nil)
+			return h.beforeBody(c, fail(c, http.StatusServiceUnavailable, CodeOverloaded, "too many bodies in flight; send it again", nil))
 		}
 		h.Metrics.inflightBytes.Add(float64(reserve))
 		defer func() {
@@ -165,6 +165,19 @@ func acceptedBody(eventID string) []byte {
 	b = append(b, `{"status":"accepted","event_id":`...)
 	b, _ = jsontext.AppendQuote(b, eventID) // the id is valid UTF-8: Parse checked the body
 	return append(b, "}\n"...)
+}
+
+// beforeBody ends a request answered before its body was read: the answer
+// is sent at once, then the body is read and discarded (at most
+// MaxBodyBytes, through a small shared buffer: time, not memory). Without
+// this, net/http discards 256 KiB and closes the connection under a sender
+// still writing, whose kernel may then reset it and lose the answer (what
+// nginx's lingering close avoids): the sender would see a broken pipe
+// instead of a 503 it can act on.
+func (h *Handler) beforeBody(c echo.Context, answered error) error {
+	_ = http.NewResponseController(c.Response().Writer).Flush()
+	_, _ = io.CopyN(io.Discard, c.Request().Body, h.MaxBodyBytes)
+	return answered
 }
 
 func (h *Handler) retryAfter(c echo.Context) {

@@ -1,7 +1,11 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -71,5 +75,32 @@ func TestLameDuck(t *testing.T) {
 	resp := post(t, srv, validBody)
 	if resp.StatusCode != 202 || resp.Header.Get("Connection") != "close" && !resp.Close {
 		t.Errorf("got %d, Connection %q; want 202 with Connection: close", resp.StatusCode, resp.Header.Get("Connection"))
+	}
+}
+
+// A large body refused before it is read (503 overloaded) is read to its
+// end and discarded: the sender, still writing it, is never cut off, and
+// reads the 503.
+func TestRefusedBodyIsReadToItsEnd(t *testing.T) {
+	srv, h := newBudgetServer(t, maxBody, &lameDuck{})
+	h.MaxBodyBytes = 16 << 20
+	body := bytes.Repeat([]byte("x"), 8<<20) // far more than socket buffers and net/http's 256 KiB
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", testPath, len(body))
+	if _, err := conn.Write(body); err != nil {
+		t.Fatalf("the gateway cut the connection while the body was sent: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("got %d, want 503", resp.StatusCode)
 	}
 }
