@@ -364,7 +364,7 @@ func TestGatewayDrainsInFlightRequestsOnShutdown(t *testing.T) {
 // port never does, with or without it.
 func TestGatewayPprofOnlyWhenAskedAndOnItsOwnPort(t *testing.T) {
 	pprofAddr := freeAddr(t)
-	gw := startGateway(t, merge(topicEnv(t), map[string]string{"GATEWAY_PPROF_ADDR": pprofAddr}))
+	gw := startGateway(t, gatewayEnv(topicEnv(t), map[string]string{"GATEWAY_PPROF_ADDR": pprofAddr}))
 	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +374,7 @@ func TestGatewayPprofOnlyWhenAskedAndOnItsOwnPort(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "goroutine profile:") {
 		t.Errorf("pprof port: %d %.200s", resp.StatusCode, b)
 	}
-	plain := startGateway(t, topicEnv(t))
+	plain := startGateway(t, gatewayEnv(topicEnv(t), nil))
 	for _, addr := range []string{gw.addr, plain.addr} {
 		resp, err := http.Get("http://" + addr + "/debug/pprof/")
 		if err != nil {
