@@ -10,6 +10,12 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
 
 // Client calls the Contacts API. It is safe for concurrent use and reuses
@@ -21,18 +27,36 @@ type Client struct {
 	now   func() time.Time
 }
 
+// Option configures a Client.
+type Option func(*options)
+
+type options struct{ tracerProvider trace.TracerProvider }
+
+// WithTracerProvider makes a client span of every call with tp, the child
+// of the call's context's span, and sends its W3C traceparent to the API.
+// Without it, a traceparent in the call's context is still passed on.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracerProvider = tp }
+}
+
 // NewClient returns a client of the API at baseURL that sends token as a
 // bearer token (none when empty) and gives up on one call after timeout.
 // It keeps up to conns idle connections (at least 64): as many as calls are
 // made at once, so a busy worker does not open and close one per call.
-func NewClient(baseURL, token string, timeout time.Duration, conns int) *Client {
+func NewClient(baseURL, token string, timeout time.Duration, conns int, opts ...Option) *Client {
+	o := options{tracerProvider: noop.NewTracerProvider()}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = max(conns, 64)
 	transport.MaxIdleConns = max(conns, transport.MaxIdleConns)
+	traced := otelhttp.NewTransport(transport, otelhttp.WithTracerProvider(o.tracerProvider), otelhttp.WithPropagators(telemetry.Propagator),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " /contacts/{contact_id}" }))
 	return &Client{
 		base:  strings.TrimRight(baseURL, "/"),
 		token: token,
-		http:  &http.Client{Timeout: timeout, Transport: transport},
+		http:  &http.Client{Timeout: timeout, Transport: traced},
 		now:   time.Now,
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 	"github.com/acmecrm/integration-service/pkg/webhook"
 )
 
@@ -38,7 +39,7 @@ func BenchmarkServe(b *testing.B) {
 		EnqueueTimeout: 10 * time.Second, RetryAfter: 5 * time.Second, Budget: semaphore.NewWeighted(32 << 20),
 		Metrics: NewMetrics(reg), Now: time.Now,
 	}
-	e := newEcho(h, testPath, func() error { return nil }, &lameDuck{}, reg, zerolog.New(io.Discard).With().Timestamp().Logger())
+	e := newEcho(h, testPath, func() error { return nil }, &lameDuck{}, reg, telemetry.Off(), zerolog.New(io.Discard).With().Timestamp().Logger())
 	key, _ := webhook.DecodeSecret(testSecret)
 	ts := time.Now().Unix()
 	headers := http.Header{

@@ -14,10 +14,13 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
 	"github.com/acmecrm/integration-service/pkg/record"
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 	"github.com/acmecrm/integration-service/pkg/webhook"
 )
 
@@ -44,7 +47,10 @@ type Handler struct {
 	// Budget, when set, bounds the bytes of bodies in flight.
 	Budget  *semaphore.Weighted
 	Metrics *Metrics
-	Now     func() time.Time
+	// Tracer makes the spans of a request's steps (verify, validate, send)
+	// under the request's span, when the request is traced.
+	Tracer trace.Tracer
+	Now    func() time.Time
 }
 
 // The machine-readable error codes of the JSON error bodies.
@@ -120,12 +126,18 @@ func (h *Handler) Serve(c echo.Context) error {
 		return tooLarge()
 	}
 	receivedAt := h.Now()
+	ctx := req.Context() // with the request's span, when traced
 
-	if err := h.Verifier.Verify(req.Header, body); err != nil {
+	_, span := h.startSpan(ctx, "verify webhook signature")
+	err = h.Verifier.Verify(req.Header, body)
+	endSpan(span, err)
+	if err != nil {
 		h.Metrics.rejected(reasonOf(err))
 		return fail(c, http.StatusUnauthorized, CodeInvalidSignature, err.Error(), nil)
 	}
+	_, span = h.startSpan(ctx, "validate event")
 	ev, err := acmecrm.Parse(body)
+	endSpan(span, err)
 	var invalid *acmecrm.ValidationError
 	switch {
 	case errors.As(err, &invalid):
@@ -143,13 +155,25 @@ func (h *Handler) Serve(c echo.Context) error {
 	c.Set(ctxEventID, ev.EventID)
 
 	msg := record.NewEventMessage(h.Topic, ev, body, req.Header.Get(webhook.HeaderID), receivedAt)
+	// The record carries the trace: traceparent names the send below, the
+	// ce_ origin headers the request (both as received when not traced).
+	telemetry.InjectOrigin(ctx, msg)
+	sendCtx, span := ctx, noSpan
+	if trace.SpanFromContext(ctx).IsRecording() {
+		sendCtx, span = telemetry.StartSend(ctx, h.Tracer, h.Topic, trace.WithAttributes(telemetry.EventID(ev.EventID), telemetry.ContactID(ev.Data.ContactID)))
+	}
+	telemetry.Inject(sendCtx, msg)
 	// A sender that hangs up does not cut the wait short: the answer from
 	// Kafka is still logged and counted for what it is.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), h.EnqueueTimeout)
+	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(sendCtx), h.EnqueueTimeout)
 	defer cancel()
 	start := time.Now()
-	err = h.Enqueuer.Enqueue(ctx, msg)
+	err = h.Enqueuer.Enqueue(sendCtx, msg)
 	h.Metrics.enqueued(time.Since(start), err)
+	if err == nil {
+		telemetry.Sent(span, msg)
+	}
+	endSpan(span, err)
 	if err != nil {
 		c.Set(ctxError, err)
 		h.retryAfter(c)
@@ -178,6 +202,27 @@ func (h *Handler) beforeBody(c echo.Context, answered error) error {
 	_ = http.NewResponseController(c.Response().Writer).Flush()
 	_, _ = io.CopyN(io.Discard, c.Request().Body, h.MaxBodyBytes)
 	return answered
+}
+
+// noSpan is the span of steps of a request that is not traced: no cost.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// startSpan starts a child span of ctx's span named name, when that span is
+// recorded.
+func (h *Handler) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		return ctx, noSpan
+	}
+	return h.Tracer.Start(ctx, name)
+}
+
+// endSpan ends span, marking it failed with err.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
 
 func (h *Handler) retryAfter(c echo.Context) {

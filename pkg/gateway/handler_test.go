@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/acmecrm/integration-service/pkg/record"
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 	"github.com/acmecrm/integration-service/pkg/webhook"
 )
 
@@ -74,7 +75,7 @@ func serveTestHandler(t *testing.T, enq Enqueuer, budget *semaphore.Weighted, ld
 		EnqueueTimeout: 50 * time.Millisecond, RetryAfter: 5 * time.Second, Budget: budget,
 		Metrics: NewMetrics(reg), Now: time.Now,
 	}
-	srv := httptest.NewServer(newEcho(h, testPath, func() error { return nil }, ld, reg, zerolog.Nop()))
+	srv := httptest.NewServer(newEcho(h, testPath, func() error { return nil }, ld, reg, telemetry.Off(), zerolog.Nop()))
 	t.Cleanup(srv.Close)
 	return srv, h
 }

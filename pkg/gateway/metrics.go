@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/acmecrm/integration-service/pkg/ops"
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
 
 // latencyBuckets span a loopback acknowledgement (about a millisecond) to
@@ -155,6 +156,9 @@ func (m *Metrics) Observe(log zerolog.Logger) echo.MiddlewareFunc {
 				Int("status", status).Dur("latency", elapsed).Str("remote", c.RealIP())
 			if id, ok := c.Get(ctxEventID).(string); ok && id != "" {
 				ev = ev.Str("event_id", id)
+			}
+			if traceID, spanID := telemetry.IDs(c.Request().Context()); traceID != "" {
+				ev = ev.Str("trace_id", traceID).Str("span_id", spanID)
 			}
 			if reason, ok := c.Get(ctxReason).(string); ok {
 				ev = ev.Str("reason", reason)

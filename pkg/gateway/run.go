@@ -23,6 +23,7 @@ import (
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/logging"
 	"github.com/acmecrm/integration-service/pkg/ops"
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 	"github.com/acmecrm/integration-service/pkg/webhook"
 )
 
@@ -38,10 +39,16 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, log.With().Str("version", version).Logger())
+	log = log.With().Str("version", version).Logger()
+	tracing, err := telemetry.Setup(ctx, "webhook-gateway", version, stderr)
+	if err != nil {
+		return err
+	}
+	defer telemetry.Stop(tracing, log)
+	return serve(ctx, cfg, tracing, log)
 }
 
-func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
+func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, log zerolog.Logger) error {
 	g := cfg.Gateway
 	verifier, err := webhook.NewVerifier(g.WebhookSecrets, g.TimestampTolerance)
 	if err != nil {
@@ -65,12 +72,13 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 		RetryAfter:     g.RetryAfter,
 		Budget:         semaphore.NewWeighted(g.MaxInflightBytes),
 		Metrics:        metrics,
+		Tracer:         tracing.Tracer("github.com/acmecrm/integration-service/pkg/gateway"),
 		Now:            time.Now,
 	}
 
 	srv := &http.Server{
 		Addr:              g.ListenAddr,
-		Handler:           newEcho(handler, g.WebhookPath, lameDuck.ready(probe.Ready), lameDuck, reg, log),
+		Handler:           newEcho(handler, g.WebhookPath, lameDuck.ready(probe.Ready), lameDuck, reg, tracing, log),
 		ReadHeaderTimeout: g.ReadHeaderTimeout,
 		ReadTimeout:       g.ReadTimeout,
 		WriteTimeout:      g.WriteTimeout,
@@ -139,10 +147,11 @@ func serve(ctx context.Context, cfg config.Gateway, log zerolog.Logger) error {
 
 // newEcho routes the webhook path (every method: the handler answers 405)
 // and the operational endpoints, behind request ids, metrics and recovery.
-func newEcho(h *Handler, path string, ready ops.ReadyFunc, ld *lameDuck, reg *prometheus.Registry, log zerolog.Logger) *echo.Echo {
+func newEcho(h *Handler, path string, ready ops.ReadyFunc, ld *lameDuck, reg *prometheus.Registry, tracing telemetry.Tracing, log zerolog.Logger) *echo.Echo {
 	e := ops.NewEcho()
 	e.HTTPErrorHandler = ErrorHandler(log)
-	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestIDs()}), ld.closeConnections, h.Metrics.Observe(log), middleware.Recover())
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestIDs()}), ld.closeConnections,
+		traceRequests(tracing), h.Metrics.Observe(log), middleware.Recover())
 	ops.Register(e, ready, reg)
 	e.Any(path, h.Serve)
 	return e

@@ -130,7 +130,7 @@ func (rp *run) putBack(ctx context.Context, m *sarama.ConsumerMessage, discard b
 	if rp.cfg.DryRun {
 		return rp.enc.Encode(line{"would_discard", e})
 	}
-	if _, _, err := rp.producer.SendMessage(record.DiscardMessage(rp.topic, m)); err != nil {
+	if err := rp.send(ctx, m, record.DiscardMessage(rp.topic, m)); err != nil {
 		return fmt.Errorf("discarding %s: %w", e.EventID, err)
 	}
 	e.ReplayCount++ // it went back, as a discard, like a replayed record

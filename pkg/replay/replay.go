@@ -10,10 +10,14 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acmecrm/integration-service/pkg/config"
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/record"
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
 
 // Summary counts what a run did, and says who did it and when.
@@ -60,7 +64,7 @@ type line struct {
 // Run replays the DLQ as cfg.Worker.Replay says, writing one JSON line per
 // record replayed (or, with dry run, that would be) or held by the loop
 // guard, then a summary line, to out.
-func Run(ctx context.Context, cfg config.Worker, log zerolog.Logger, out io.Writer) (Summary, error) {
+func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolog.Logger, out io.Writer) (Summary, error) {
 	r := cfg.Worker.Replay
 	sum := Summary{Summary: true, Action: "replay", Actor: r.Actor, At: time.Now().UTC(), DryRun: r.DryRun}
 	if sum.Actor == "" {
@@ -110,7 +114,7 @@ func Run(ctx context.Context, cfg config.Worker, log zerolog.Logger, out io.Writ
 		return sum, err
 	}
 	defer kafka.Close(consumer, "consumer", log)
-	rp := &run{cfg: r, topic: cfg.Kafka.Topic, filter: filter, enc: json.NewEncoder(out), sum: &sum, log: log}
+	rp := &run{cfg: r, topic: cfg.Kafka.Topic, filter: filter, enc: json.NewEncoder(out), sum: &sum, tracer: tracer, log: log}
 	if sum.Action == "list_parked" {
 		if err := rp.listParked(ctx, client, cfg.Kafka.ParkedTopic); err != nil {
 			return sum, err
@@ -166,6 +170,7 @@ type run struct {
 	tick     *time.Ticker
 	enc      *json.Encoder
 	sum      *Summary
+	tracer   trace.Tracer
 	log      zerolog.Logger
 }
 
@@ -255,12 +260,31 @@ func (rp *run) replay(ctx context.Context, m *sarama.ConsumerMessage, e Entry) e
 		case <-rp.tick.C:
 		}
 	}
-	if _, _, err := rp.producer.SendMessage(record.ReplayMessage(rp.topic, m)); err != nil {
+	if err := rp.send(ctx, m, record.ReplayMessage(rp.topic, m)); err != nil {
 		return fmt.Errorf("republishing %s (dlq offset %d/%d): %w", e.EventID, e.Partition, e.Offset, err)
 	}
 	rp.sum.Replayed++
 	e.ReplayCount++
 	return rp.enc.Encode(line{"replayed", e})
+}
+
+// send writes msg, put back from the DLQ record m, in a trace of its own
+// linked to the traces m names (where it was dead-lettered, where the event
+// arrived); the record's traceparent names the replay from then on, its
+// ce_traceparent still the origin.
+func (rp *run) send(ctx context.Context, m *sarama.ConsumerMessage, msg *sarama.ProducerMessage) error {
+	id, _ := record.Identity(m)
+	ctx, span := telemetry.StartSend(ctx, rp.tracer, rp.topic, trace.WithNewRoot(), trace.WithLinks(telemetry.Links(m)...),
+		trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key)), attribute.String("acmecrm.replay.actor", rp.sum.Actor)))
+	defer span.End()
+	telemetry.Inject(ctx, msg)
+	if _, _, err := rp.producer.SendMessage(msg); err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return err
+	}
+	telemetry.Sent(span, msg)
+	return nil
 }
 
 // commit writes the marked position (what was acknowledged) and returns

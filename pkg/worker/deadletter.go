@@ -8,8 +8,11 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acmecrm/integration-service/pkg/record"
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
 
 // Sender sends one record and waits for Kafka's acknowledgement, or for ctx
@@ -27,7 +30,10 @@ type Publisher struct {
 	Topic    string
 	// Failures counts failed attempts (each is retried).
 	Failures prometheus.Counter
-	Log      zerolog.Logger
+	// Tracer makes a producer span of each publish, the child of ctx's
+	// span, named in the records' traceparent (nil: none, ctx's passed on).
+	Tracer trace.Tracer
+	Log    zerolog.Logger
 }
 
 // Publish sends the record build returns, again until it is acknowledged
@@ -38,10 +44,19 @@ func (p *Publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 	b.MaxInterval = 5 * time.Second
 	b.MaxElapsedTime = 0 // until it works or we stop
 	id, _ := record.Identity(m)
+	ctx, span := telemetry.StartSend(ctx, p.Tracer, p.Topic, trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key))))
+	defer span.End()
 	return backoff.RetryNotify(func() error {
 		// A fresh message each try: sarama keeps per-send state in it.
-		return p.Producer.Enqueue(ctx, build())
+		msg := build()
+		telemetry.Inject(ctx, msg)
+		err := p.Producer.Enqueue(ctx, msg)
+		if err == nil {
+			telemetry.Sent(span, msg)
+		}
+		return err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		span.AddEvent("publish failed, retrying", trace.WithAttributes(attribute.String("error", err.Error())))
 		p.Failures.Inc()
 		p.Log.Error().Err(err).Str("topic", p.Topic).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).
 			Dur("retry_in", wait).Msg("publish failed, retrying")

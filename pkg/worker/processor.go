@@ -8,10 +8,13 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
 	"github.com/acmecrm/integration-service/pkg/contacts"
 	"github.com/acmecrm/integration-service/pkg/record"
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
 
 // ContactsAPI is what the handlers need of the Contacts API.
@@ -72,17 +75,32 @@ type Processor struct {
 	Parking *Parking
 	Group   string
 	Metrics *Metrics
-	Log     zerolog.Logger
-	Now     func() time.Time
+	// Tracer makes the span of each event (the child of the span that wrote
+	// its record), of each attempt, and of its dead letter.
+	Tracer trace.Tracer
+	Log    zerolog.Logger
+	Now    func() time.Time
 }
 
 // Process returns Applied, DeadLettered, Parked or Discarded when the
 // event's offset may be committed, and Abandoned when ctx ended first
 // (shutdown or the partition revoked): the event is then neither applied
 // nor dead-lettered, and another member will get it again.
-func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) Outcome {
+func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out Outcome) {
 	id, _ := record.Identity(m)
-	log := p.Log.With().Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).Logger()
+	ctx, span := telemetry.StartProcess(ctx, p.Tracer, m, p.Group, trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key))))
+	defer func() {
+		span.SetAttributes(telemetry.Outcome(string(out)))
+		if out == DeadLettered {
+			span.SetStatus(codes.Error, "dead-lettered")
+		}
+		span.End()
+	}()
+	lc := p.Log.With().Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset)
+	if traceID, spanID := telemetry.IDs(ctx); traceID != "" {
+		lc = lc.Str("trace_id", traceID).Str("span_id", spanID)
+	}
+	log := lc.Logger()
 	if p.Parking == nil || len(m.Key) == 0 {
 		if record.IsDiscard(m) {
 			return p.discarded(log, id)
@@ -108,8 +126,18 @@ func (p *Processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 		return p.deadLetter(ctx, log, m, ev.EventType, f), f.Kind
 	}
 	start := p.Now()
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(telemetry.EventType(ev.EventType))
+	attempt := 0
 	attempts, err := p.Retrier.Do(ctx, func(ctx context.Context) error {
+		attempt++
+		ctx, span := telemetry.Or(p.Tracer).Start(ctx, "apply "+ev.EventType, trace.WithAttributes(telemetry.Attempts(attempt)))
 		err := handle(ctx, ev)
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
 		if p.Outage != nil {
 			p.Outage.Record(ctx, ev.Data.ContactID, err)
 		}
@@ -120,6 +148,7 @@ func (p *Processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg("transient failure, retrying")
 		})
 	p.Metrics.applyDuration.WithLabelValues(ev.EventType).Observe(p.Now().Sub(start).Seconds())
+	span.SetAttributes(telemetry.Attempts(attempts))
 	f.Err, f.Attempts = err, attempts
 	switch {
 	case err == nil:

@@ -18,6 +18,7 @@ import (
 	"github.com/acmecrm/integration-service/pkg/ops"
 	"github.com/acmecrm/integration-service/pkg/parking"
 	"github.com/acmecrm/integration-service/pkg/replay"
+	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
 
 // Run is the whole contact-worker binary: it loads the configuration from
@@ -28,6 +29,11 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	if err != nil {
 		return err
 	}
+	tracing, err := telemetry.Setup(ctx, "contact-worker", version, stderr)
+	if err != nil {
+		return err
+	}
+	tracer := tracing.Tracer("github.com/acmecrm/integration-service/pkg/worker")
 	if cfg.Worker.Replay.DLQ {
 		// The report (one JSON line per record, then the summary) owns
 		// stdout, so it can be piped; the logs go to stderr.
@@ -36,7 +42,8 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 			return err
 		}
 		log = log.With().Str("version", version).Str("mode", "replay-dlq").Logger()
-		sum, err := replay.Run(ctx, cfg, log, stdout)
+		defer telemetry.Stop(tracing, log)
+		sum, err := replay.Run(ctx, cfg, tracer, log, stdout)
 		if err != nil {
 			return fmt.Errorf("replay-dlq failed after %d replayed of %d read: %w", sum.Replayed, sum.Read, err)
 		}
@@ -47,10 +54,13 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	if err != nil {
 		return err
 	}
-	return work(ctx, cfg, log.With().Str("version", version).Logger())
+	log = log.With().Str("version", version).Logger()
+	defer telemetry.Stop(tracing, log)
+	return work(ctx, cfg, tracing, log)
 }
 
-func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
+func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log zerolog.Logger) error {
+	tracer := tracing.Tracer("github.com/acmecrm/integration-service/pkg/worker")
 	w := cfg.Worker
 	psc, err := kafka.NewProducerConfig(cfg.Kafka)
 	if err != nil {
@@ -140,15 +150,17 @@ func work(ctx context.Context, cfg config.Worker, log zerolog.Logger) error {
 	}
 	parkedProducer := kafka.NewProducer(pap)
 	defer parkedProducer.Close()
-	parked := &Parking{Store: parking.NewStore(), Writer: &Publisher{Producer: parkedProducer, Topic: cfg.Kafka.ParkedTopic, Failures: metrics.parkedWriteFailures, Log: log}}
+	parked := &Parking{Store: parking.NewStore(), Writer: &Publisher{Producer: parkedProducer, Topic: cfg.Kafka.ParkedTopic, Failures: metrics.parkedWriteFailures, Tracer: tracer, Log: log}}
+	api := contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight, contacts.WithTracerProvider(tracing.Provider))
 	handler := newGroupHandler(&Processor{
-		Handlers: Handlers(contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight)),
+		Handlers: Handlers(api),
 		Retrier:  NewRetrier(w.Retry, outage),
 		Outage:   outage,
-		DLQ:      &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Log: log},
+		DLQ:      &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Tracer: tracer, Log: log},
 		Parking:  parked,
 		Group:    w.GroupID,
 		Metrics:  metrics,
+		Tracer:   tracer,
 		Log:      log,
 		Now:      time.Now,
 	}, w, outage)

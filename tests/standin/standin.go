@@ -26,13 +26,15 @@ import (
 
 // Call is one request the stand-in answered.
 type Call struct {
-	Method         string    `json:"method"`
-	ContactID      string    `json:"contact_id"`
-	IdempotencyKey string    `json:"idempotency_key"`
-	Status         int       `json:"status"`
-	Replayed       bool      `json:"replayed"` // answered from the idempotency record, nothing changed
-	Body           string    `json:"body,omitempty"`
-	At             time.Time `json:"at"`
+	Method         string `json:"method"`
+	ContactID      string `json:"contact_id"`
+	IdempotencyKey string `json:"idempotency_key"`
+	Status         int    `json:"status"`
+	Replayed       bool   `json:"replayed"` // answered from the idempotency record, nothing changed
+	Body           string `json:"body,omitempty"`
+	// Traceparent is the call's W3C traceparent header, if it had one.
+	Traceparent string    `json:"traceparent,omitempty"`
+	At          time.Time `json:"at"`
 }
 
 // Failure makes matching calls fail with Status.
@@ -204,7 +206,8 @@ func (s *Server) contact(w http.ResponseWriter, r *http.Request, id string) {
 			return
 		}
 	}
-	call := Call{Method: r.Method, ContactID: id, IdempotencyKey: r.Header.Get("Idempotency-Key"), Body: string(body), At: time.Now()}
+	call := Call{Method: r.Method, ContactID: id, IdempotencyKey: r.Header.Get("Idempotency-Key"), Body: string(body),
+		Traceparent: r.Header.Get("Traceparent"), At: time.Now()}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
