@@ -120,18 +120,22 @@ func (m *Metrics) enqueued(d time.Duration, err error) {
 
 func (m *Metrics) rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
 
-// Observe is middleware that counts and times every request and writes one
-// access-log line with the request id and, once known, the event id.
-func (m *Metrics) Observe(log zerolog.Logger) echo.MiddlewareFunc {
+// Observe is middleware that traces (requestSpan), counts and times every
+// request and writes one access-log line with the request id, the trace id
+// and, once known, the event id.
+func (m *Metrics) Observe(log zerolog.Logger, tracing telemetry.Tracing) echo.MiddlewareFunc {
+	tracer := tracing.Tracer("github.com/acmecrm/integration-service/pkg/gateway")
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			m.inFlight.Inc()
 			defer m.inFlight.Dec()
 			start := time.Now()
+			span := requestSpan(c, tracing, tracer)
 			err := next(c)
 			if err != nil {
 				c.Error(err) // render it now so the status below is the one sent
 			}
+			defer endRequestSpan(span, c.Response().Status)
 			route := c.Path()
 			if route == "" {
 				route = "unmatched"

@@ -151,7 +151,7 @@ func newEcho(h *Handler, path string, ready ops.ReadyFunc, ld *lameDuck, reg *pr
 	e := ops.NewEcho()
 	e.HTTPErrorHandler = ErrorHandler(log)
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestIDs()}), ld.closeConnections,
-		traceRequests(tracing), h.Metrics.Observe(log), middleware.Recover())
+		h.Metrics.Observe(log, tracing), middleware.Recover())
 	ops.Register(e, ready, reg)
 	e.Any(path, h.Serve)
 	return e

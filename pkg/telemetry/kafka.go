@@ -6,6 +6,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -103,12 +104,18 @@ var traceContext = propagation.TraceContext{}
 // headers (and baggage), replacing those it carries. Nothing is written
 // when ctx has no span context.
 func Inject(ctx context.Context, msg *sarama.ProducerMessage) {
+	if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		return // nothing to write: no cost on an untraced request
+	}
 	Propagator.Inject(ctx, producerHeaders{msg})
 }
 
 // InjectOrigin writes ctx's span context into msg's ce_traceparent and
 // ce_tracestate headers: the event's origin.
 func InjectOrigin(ctx context.Context, msg *sarama.ProducerMessage) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
 	traceContext.Inject(ctx, originCarrier{producerHeaders{msg}})
 }
 
@@ -150,6 +157,9 @@ func StartSend(ctx context.Context, tracer trace.Tracer, topic string, opts ...t
 
 // Sent records where Kafka put an acknowledged record.
 func Sent(span trace.Span, msg *sarama.ProducerMessage) {
+	if !span.IsRecording() {
+		return
+	}
 	span.SetAttributes(semconv.MessagingDestinationPartitionID(strconv.Itoa(int(msg.Partition))), semconv.MessagingKafkaOffset(int(msg.Offset)))
 }
 
