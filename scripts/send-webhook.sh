@@ -8,7 +8,8 @@
 #   scripts/send-webhook.sh - < body.json   the body read from standard input, as is
 #
 # Environment: GATEWAY_URL (default http://127.0.0.1:8080/webhooks/acmecrm),
-# WEBHOOK_SECRET (default: the development secret `make run` configures).
+# WEBHOOK_SECRET (default: the development secret `make run` configures),
+# TRACEPARENT (a W3C traceparent to send, as a traced AcmeCRM would).
 set -euo pipefail
 url=${GATEWAY_URL:-http://127.0.0.1:8080/webhooks/acmecrm}
 secret=${WEBHOOK_SECRET:-whsec_YWNtZS1sb2NhbC1kZXYtc2VjcmV0LW5vdC1mb3ItcHJvZA==}
@@ -31,4 +32,5 @@ sig=$(printf '%s.%s.%s' "$id" "$ts" "$body" | openssl dgst -sha256 -mac HMAC -ma
 curl -sS -w '\nHTTP %{http_code}\n' -X POST "$url" \
   -H 'Content-Type: application/json' \
   -H "webhook-id: $id" -H "webhook-timestamp: $ts" -H "webhook-signature: v1,$sig" \
+  ${TRACEPARENT:+-H "traceparent: $TRACEPARENT"} \
   --data-binary "$body"
