@@ -19,6 +19,8 @@ type Metrics struct {
 	parked              prometheus.Gauge
 	parkedEvents        prometheus.Counter
 	parkedWriteFailures prometheus.Counter
+	replayed            prometheus.Counter
+	dlqRecords          prometheus.Gauge
 }
 
 // NewMetrics registers the worker's metrics with reg.
@@ -70,8 +72,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		parkedWriteFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "worker_parked_write_failures_total", Help: "Failed attempts to write a contact's record to the parked topic (each is retried).",
 		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "worker_replayed_events_total", Help: "Records processed that a DLQ replay put back (dlq_replay_count above 0).",
+		}),
+		dlqRecords: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "worker_dlq_records", Help: "Records the dead-letter topic retains (newest minus oldest offset, all partitions), read every 30 s.",
+		}),
 	}
 	reg.MustRegister(m.events, m.retries, m.deadLettered, m.applyDuration, m.lag, m.dlqPublishFailures,
-		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped, m.parked, m.parkedEvents, m.parkedWriteFailures)
+		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped, m.parked, m.parkedEvents, m.parkedWriteFailures,
+		m.replayed, m.dlqRecords)
 	return m
 }

@@ -101,6 +101,9 @@ func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out
 		lc = lc.Str("trace_id", traceID).Str("span_id", spanID)
 	}
 	log := lc.Logger()
+	if record.ReplayCount(m.Headers) > 0 {
+		p.Metrics.replayed.Inc()
+	}
 	if p.Parking == nil || len(m.Key) == 0 {
 		if record.IsDiscard(m) {
 			return p.discarded(log, id)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/acmecrm/integration-service/pkg/config"
@@ -190,6 +191,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		}
 		return b.Offset, b.Metadata, nil
 	}
+	go watchDLQ(ctx, readerClient, cfg.Kafka.DLQTopic, 30*time.Second, metrics.dlqRecords, log)
 	consumed := make(chan error, 1)
 	go func() { consumed <- consume(ctx, group, cfg.Kafka.Topic, handler, log) }()
 	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).
@@ -251,6 +253,48 @@ func provisionParked(client sarama.Client, c config.Kafka, log zerolog.Logger) e
 		return fmt.Errorf("KAFKA_PARKED_TOPIC %s has %d partitions and KAFKA_TOPIC %s %d: they must have as many (co-partitioned)", c.ParkedTopic, len(parked), c.Topic, len(events))
 	}
 	return nil
+}
+
+// watchDLQ sets records to what the DLQ topic retains, every interval
+// until ctx ends: its size, for dashboards and alerts (every member reports
+// the same figure).
+func watchDLQ(ctx context.Context, client sarama.Client, topic string, interval time.Duration, records prometheus.Gauge, log zerolog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := retained(client, topic); err != nil {
+			log.Warn().Err(err).Str("topic", topic).Msg("reading the DLQ's size")
+		} else {
+			records.Set(float64(n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// retained is how many records topic holds: newest minus oldest offset,
+// summed over its partitions.
+func retained(client sarama.Client, topic string) (int64, error) {
+	partitions, err := client.Partitions(topic)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, p := range partitions {
+		newest, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			return 0, err
+		}
+		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			return 0, err
+		}
+		n += newest - oldest
+	}
+	return n, nil
 }
 
 // consume runs consumer-group sessions until ctx ends: a rebalance ends a

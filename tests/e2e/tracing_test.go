@@ -305,6 +305,12 @@ func TestOneTraceFromWebhookToContactsAPI(t *testing.T) {
 		}
 		return false
 	})
+
+	// What the dashboard shows of it: replay activity, and the DLQ's size
+	// (read at a member's start, then every 30 s).
+	eventually(t, 10*time.Second, "worker_replayed_events_total 1", func() bool { return metric(t, wk, "worker_replayed_events_total") == 1 })
+	wk2 := startWorker(t, workerEnv(topics, url, nil))
+	eventually(t, 10*time.Second, "worker_dlq_records 1", func() bool { return metric(t, wk2, "worker_dlq_records") == 1 })
 }
 
 // With tracing off (no OTEL_* exporter), nothing is recorded, but a
