@@ -34,6 +34,7 @@ test: ## Everything: gofmt, go vet, and all tests with -race, end-to-end on a re
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	@command -v promtool >/dev/null || { echo "make test: installing promtool (Debian package prometheus) to check the chart's alert rules"; apt-get install -y -qq prometheus >/dev/null; }
 	CHAOS=1 scripts/with-kafka.sh $(GO) test -race -count=1 -timeout 12m ./...
 
 .PHONY: chaos

@@ -19,6 +19,7 @@ import (
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -71,6 +72,7 @@ type manifests struct {
 	secrets     []*corev1.Secret
 	accounts    []*corev1.ServiceAccount
 	monitors    []map[string]any
+	rules       []*monitoringv1.PrometheusRule
 	all         []metav1.Object
 	notes       string
 }
@@ -156,6 +158,9 @@ func (m *manifests) decode(t *testing.T, file string, doc []byte) {
 		var o map[string]any
 		strict(&o)
 		m.monitors = append(m.monitors, o)
+	case "PrometheusRule":
+		o := decodeAs[monitoringv1.PrometheusRule](strict)
+		m.rules, obj = append(m.rules, o), o
 	default:
 		t.Fatalf("%s: unexpected kind %q", file, tm.Kind)
 	}
@@ -186,7 +191,8 @@ func mustRender(t *testing.T, vals map[string]any) *manifests {
 func TestLint(t *testing.T) {
 	for name, vals := range map[string]map[string]any{
 		"defaults":  required(),
-		"overrides": with(map[string]any{"replay": map[string]any{"enabled": true}, "serviceMonitor": map[string]any{"enabled": true}}),
+		"overrides": with(map[string]any{"replay": map[string]any{"enabled": true}, "serviceMonitor": map[string]any{"enabled": true},
+			"metrics": map[string]any{"grafanaDashboard": map[string]any{"enabled": true}, "prometheusRule": map[string]any{"enabled": true}}}),
 	} {
 		caps := chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: "30"}
 		res := lint.AllWithKubeVersion(chartDir, vals, "contacts", &caps)
@@ -208,8 +214,8 @@ func TestDefaultValuesRenderEveryPart(t *testing.T) {
 	if len(m.hpas) != 1 || len(m.secrets) != 1 || len(m.accounts) != 1 {
 		t.Errorf("got %d HPAs, %d Secrets, %d ServiceAccounts; want 1 each", len(m.hpas), len(m.secrets), len(m.accounts))
 	}
-	if len(m.jobs) != 0 || len(m.monitors) != 0 {
-		t.Errorf("replay Job or ServiceMonitor rendered by default")
+	if len(m.jobs) != 0 || len(m.monitors) != 0 || len(m.rules) != 0 || m.configMaps["dashboard"] != nil {
+		t.Errorf("replay Job, ServiceMonitor, PrometheusRule or dashboard rendered by default")
 	}
 	if got := *m.deployments["worker"].Spec.Replicas; got != 3 {
 		t.Errorf("worker replicas %d, want 3", got)
