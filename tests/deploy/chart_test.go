@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
-	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -190,7 +190,7 @@ func mustRender(t *testing.T, vals map[string]any) *manifests {
 
 func TestLint(t *testing.T) {
 	for name, vals := range map[string]map[string]any{
-		"defaults":  required(),
+		"defaults": required(),
 		"overrides": with(map[string]any{"replay": map[string]any{"enabled": true}, "serviceMonitor": map[string]any{"enabled": true},
 			"metrics": map[string]any{"grafanaDashboard": map[string]any{"enabled": true}, "prometheusRule": map[string]any{"enabled": true}}}),
 	} {
