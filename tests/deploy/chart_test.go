@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -24,8 +25,10 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/acmecrm/integration-service/pkg/config"
@@ -73,6 +76,11 @@ type manifests struct {
 	accounts    []*corev1.ServiceAccount
 	monitors    []map[string]any
 	rules       []*monitoringv1.PrometheusRule
+	ingresses   []*networkingv1.Ingress
+	routes      []*gatewayv1.HTTPRoute
+	policies    map[string]*networkingv1.NetworkPolicy // by component
+	scaled      []*kedav1alpha1.ScaledObject
+	triggerAuth []*kedav1alpha1.TriggerAuthentication
 	all         []metav1.Object
 	notes       string
 }
@@ -94,7 +102,7 @@ func render(t *testing.T, vals map[string]any) (*manifests, error) {
 		return nil, err
 	}
 	m := &manifests{deployments: map[string]*appsv1.Deployment{}, configMaps: map[string]*corev1.ConfigMap{},
-		services: map[string]*corev1.Service{}, pdbs: map[string]*policyv1.PodDisruptionBudget{}}
+		services: map[string]*corev1.Service{}, pdbs: map[string]*policyv1.PodDisruptionBudget{}, policies: map[string]*networkingv1.NetworkPolicy{}}
 	names := make([]string, 0, len(files))
 	for name := range files {
 		names = append(names, name)
@@ -161,6 +169,21 @@ func (m *manifests) decode(t *testing.T, file string, doc []byte) {
 	case "PrometheusRule":
 		o := decodeAs[monitoringv1.PrometheusRule](strict)
 		m.rules, obj = append(m.rules, o), o
+	case "Ingress":
+		o := decodeAs[networkingv1.Ingress](strict)
+		m.ingresses, obj = append(m.ingresses, o), o
+	case "HTTPRoute":
+		o := decodeAs[gatewayv1.HTTPRoute](strict)
+		m.routes, obj = append(m.routes, o), o
+	case "NetworkPolicy":
+		o := decodeAs[networkingv1.NetworkPolicy](strict)
+		m.policies[component(o)], obj = o, o
+	case "ScaledObject":
+		o := decodeAs[kedav1alpha1.ScaledObject](strict)
+		m.scaled, obj = append(m.scaled, o), o
+	case "TriggerAuthentication":
+		o := decodeAs[kedav1alpha1.TriggerAuthentication](strict)
+		m.triggerAuth, obj = append(m.triggerAuth, o), o
 	default:
 		t.Fatalf("%s: unexpected kind %q", file, tm.Kind)
 	}
@@ -214,8 +237,9 @@ func TestDefaultValuesRenderEveryPart(t *testing.T) {
 	if len(m.hpas) != 1 || len(m.secrets) != 1 || len(m.accounts) != 1 {
 		t.Errorf("got %d HPAs, %d Secrets, %d ServiceAccounts; want 1 each", len(m.hpas), len(m.secrets), len(m.accounts))
 	}
-	if len(m.jobs) != 0 || len(m.monitors) != 0 || len(m.rules) != 0 || m.configMaps["dashboard"] != nil {
-		t.Errorf("replay Job, ServiceMonitor, PrometheusRule or dashboard rendered by default")
+	if len(m.jobs) != 0 || len(m.monitors) != 0 || len(m.rules) != 0 || m.configMaps["dashboard"] != nil ||
+		len(m.ingresses) != 0 || len(m.routes) != 0 || len(m.policies) != 0 || len(m.scaled) != 0 || len(m.triggerAuth) != 0 {
+		t.Errorf("replay Job, ServiceMonitor, PrometheusRule, dashboard, Ingress, HTTPRoute, NetworkPolicy or KEDA objects rendered by default")
 	}
 	if got := *m.deployments["worker"].Spec.Replicas; got != 3 {
 		t.Errorf("worker replicas %d, want 3", got)

@@ -197,3 +197,43 @@ GOMEMLIMIT: {{ printf "%dMiB" (div (mul (int (trimSuffix "Mi" $m)) 9) 10) | quot
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The pods' spread: across zones and nodes by default (as evenly as the
+cluster allows, never blocking scheduling), or the component's own list;
+call with (dict "ctx" $ "component" "gateway"). */}}
+{{- define "acme-integration.topologySpread" -}}
+{{- $c := index .ctx.Values .component }}
+{{- if kindIs "invalid" $c.topologySpreadConstraints }}
+topologySpreadConstraints:
+{{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+  - maxSkew: 1
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "acme-integration.selectorLabels" $ | nindent 8 }}
+    matchLabelKeys: [pod-template-hash]
+{{- end }}
+{{- else if $c.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml $c.topologySpreadConstraints | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Fails when a PodDisruptionBudget would block every eviction: node drains
+and cluster upgrades would hang on the pods. Call with (dict "name" "gateway.pdb.minAvailable" "value" v "replicas" n "from" "gateway.autoscaling.minReplicas" "min" true). */}}
+{{- define "acme-integration.checkPdb" -}}
+{{- $v := toString .value }}
+{{- if hasSuffix "%" $v }}
+{{- $pct := int (trimSuffix "%" $v) }}
+{{- if or (and .min (ge $pct 100)) (and (not .min) (le $pct 0)) }}
+{{- fail (printf "%s %s blocks every eviction (node drains would hang)" .name $v) }}
+{{- end }}
+{{- else if .min }}
+{{- if and (gt (int .replicas) 0) (ge (int $v) (int .replicas)) }}
+{{- fail (printf "%s %s is not below the %d replicas of %s: no pod could ever be evicted (node drains would hang)" .name $v (int .replicas) .from) }}
+{{- end }}
+{{- else if lt (int $v) 1 }}
+{{- fail (printf "%s %s blocks every eviction (node drains would hang): allow at least 1" .name $v) }}
+{{- end }}
+{{- end }}
