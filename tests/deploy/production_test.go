@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"helm.sh/helm/v3/pkg/lint/support"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // production is a typical production cluster's values: HTTPS through
@@ -285,5 +287,42 @@ func TestKEDAScalesTheWorkerOnItsLag(t *testing.T) {
 	m = mustRender(t, with(map[string]any{"worker": map[string]any{"keda": map[string]any{"enabled": true, "minReplicas": 0}}}))
 	if len(m.triggerAuth) != 0 || m.scaled[0].Spec.Triggers[0].AuthenticationRef != nil || *m.scaled[0].Spec.MinReplicaCount != 0 {
 		t.Errorf("plaintext: %d TriggerAuthentications, ref %+v", len(m.triggerAuth), m.scaled[0].Spec.Triggers[0].AuthenticationRef)
+	}
+}
+
+// The README's production values file lints, renders and yields every
+// object it promises.
+func TestREADMEProductionValues(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(readme), "### A production cluster")
+	_, block, ok2 := strings.Cut(after, "```yaml\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("no yaml block under README's \"A production cluster\"")
+	}
+	var vals map[string]any
+	if err := yaml.Unmarshal([]byte(block), &vals); err != nil {
+		t.Fatalf("README's values: %v", err)
+	}
+	caps := chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: "30"}
+	for _, msg := range lint.AllWithKubeVersion(chartDir, vals, "contacts", &caps).Messages {
+		if msg.Severity >= support.WarningSev {
+			t.Errorf("helm lint: %s", msg)
+		}
+	}
+	m := mustRender(t, vals)
+	if len(m.ingresses) != 1 || len(m.policies) != 2 || len(m.scaled) != 1 || len(m.triggerAuth) != 1 ||
+		len(m.rules) != 1 || m.configMaps["dashboard"] == nil || len(m.monitors) != 2 || len(m.secrets) != 0 {
+		t.Errorf("rendered %d Ingress, %d NetworkPolicies, %d ScaledObject, %d TriggerAuthentication, %d PrometheusRule, dashboard %v, %d ServiceMonitors, %d Secrets",
+			len(m.ingresses), len(m.policies), len(m.scaled), len(m.triggerAuth), len(m.rules), m.configMaps["dashboard"] != nil, len(m.monitors), len(m.secrets))
+	}
+	if m.deployments["worker"].Spec.Replicas != nil {
+		t.Error("worker replicas rendered beside KEDA")
+	}
+	if !strings.Contains(m.notes, "https://hooks.example.com/webhooks/acmecrm") || !strings.Contains(m.notes, "KEDA") {
+		t.Errorf("NOTES.txt does not give the public URL or say KEDA scales the worker:\n%s", m.notes)
 	}
 }
