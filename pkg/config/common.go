@@ -1,7 +1,9 @@
 package config
 
 import (
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -163,16 +165,18 @@ func (k Kafka) validate(ss Settings) error {
 			return ss.Invalid("kafka.brokers", "%q is not host:port", b)
 		}
 	}
-	for key, val := range map[string]string{"kafka.client_id": k.ClientID, "kafka.topic": k.Topic, "kafka.dlq_topic": k.DLQTopic, "kafka.version": k.Version} {
-		if err := ss.Required(key, val == ""); err != nil {
+	required := map[string]string{"kafka.client_id": k.ClientID, "kafka.topic": k.Topic, "kafka.dlq_topic": k.DLQTopic, "kafka.version": k.Version}
+	for _, key := range sortedKeys(required) {
+		if err := ss.Required(key, required[key] == ""); err != nil {
 			return err
 		}
 	}
 	if k.Topic == k.DLQTopic {
 		return ss.Invalid("kafka.dlq_topic", "must differ from %s", ss.Lookup("kafka.topic").Env())
 	}
-	for key, n := range map[string]int{"kafka.topic_partitions": k.TopicPartitions, "kafka.dlq_partitions": k.DLQPartitions, "kafka.replication_factor": k.ReplicationFactor, "kafka.max_message_bytes": k.MaxMessageBytes} {
-		if n < 1 {
+	counts := map[string]int{"kafka.topic_partitions": k.TopicPartitions, "kafka.dlq_partitions": k.DLQPartitions, "kafka.replication_factor": k.ReplicationFactor, "kafka.max_message_bytes": k.MaxMessageBytes}
+	for _, key := range sortedKeys(counts) {
+		if n := counts[key]; n < 1 {
 			return ss.Invalid(key, "%d is less than 1", n)
 		}
 	}
@@ -257,12 +261,17 @@ func (k Kafka) sasl(key string) string {
 	}
 }
 
-// positive returns an error naming the first setting whose duration is not positive.
+// positive returns an error naming the first setting, by key, whose
+// duration is not positive.
 func positive(ss Settings, durations map[string]time.Duration) error {
-	for key, d := range durations {
-		if d <= 0 {
+	for _, key := range sortedKeys(durations) {
+		if d := durations[key]; d <= 0 {
 			return ss.Invalid(key, "must be positive, got %v", d)
 		}
 	}
 	return nil
 }
+
+// sortedKeys returns m's keys in order: with two bad settings, the same one
+// is reported every time (a map's own order changes from run to run).
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -315,5 +316,27 @@ func TestHelpNeverShowsSecrets(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "hunter2-secret") || strings.Contains(out.String(), "from-a-file-secret") || !strings.Contains(out.String(), "--kafka-sasl-password") {
 		t.Errorf("help shows a secret, or lacks the flag:\n%s", out.String())
+	}
+}
+
+// With several bad settings, the same one is reported every time: the
+// first by key, whatever order Go's maps iterate in.
+func TestLoadErrorsAreDeterministic(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"KAFKA_TOPIC_PARTITIONS": "0", "KAFKA_DLQ_PARTITIONS": "0", "KAFKA_REPLICATION_FACTOR": "0"}, "KAFKA_DLQ_PARTITIONS"},
+		{map[string]string{"KAFKA_HEALTH_INTERVAL": "0s", "KAFKA_DIAL_TIMEOUT": "0s"}, "KAFKA_DIAL_TIMEOUT"},
+		{map[string]string{"GATEWAY_RETRY_AFTER": "-1s", "GATEWAY_IDLE_TIMEOUT": "0s", "GATEWAY_READ_TIMEOUT": "-5s"}, "GATEWAY_IDLE_TIMEOUT"},
+	} {
+		e := map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret}
+		maps.Copy(e, tc.env)
+		for range 20 {
+			_, err := LoadGateway(nil, env(e), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "setting "+tc.want+" ") {
+				t.Fatalf("%v: got %v, want %s named", tc.env, err, tc.want)
+			}
+		}
 	}
 }
