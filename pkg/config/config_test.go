@@ -328,7 +328,7 @@ func TestLoadErrorsAreDeterministic(t *testing.T) {
 	}{
 		{map[string]string{"KAFKA_TOPIC_PARTITIONS": "0", "KAFKA_DLQ_PARTITIONS": "0", "KAFKA_REPLICATION_FACTOR": "0"}, "KAFKA_DLQ_PARTITIONS"},
 		{map[string]string{"KAFKA_HEALTH_INTERVAL": "0s", "KAFKA_DIAL_TIMEOUT": "0s"}, "KAFKA_DIAL_TIMEOUT"},
-		{map[string]string{"GATEWAY_RETRY_AFTER": "-1s", "GATEWAY_IDLE_TIMEOUT": "0s", "GATEWAY_READ_TIMEOUT": "-5s"}, "GATEWAY_IDLE_TIMEOUT"},
+		{map[string]string{"GATEWAY_RETRY_AFTER": "0s", "GATEWAY_IDLE_TIMEOUT": "0s", "GATEWAY_READ_TIMEOUT": "0s"}, "GATEWAY_IDLE_TIMEOUT"},
 	} {
 		e := map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret}
 		maps.Copy(e, tc.env)
