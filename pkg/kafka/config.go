@@ -9,9 +9,9 @@ import (
 	"github.com/acmecrm/integration-service/pkg/config"
 )
 
-// MinVersion is the oldest protocol version allowed: Kafka 4 brokers dropped
+// minVersion is the oldest protocol version allowed: Kafka 4 brokers dropped
 // the request versions older clients speak.
-var MinVersion = sarama.V3_0_0_0
+var minVersion = sarama.V3_0_0_0 // a var: sarama.KafkaVersion is a struct
 
 // NewConfig returns the sarama configuration shared by every client of the
 // service: client id, protocol version, timeouts and metadata retries.
@@ -20,8 +20,8 @@ func NewConfig(c config.Kafka) (*sarama.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka version %q: %w", c.Version, err)
 	}
-	if !v.IsAtLeast(MinVersion) {
-		return nil, fmt.Errorf("kafka version %s is older than %s, which Kafka 4 brokers require", v, MinVersion)
+	if !v.IsAtLeast(minVersion) {
+		return nil, fmt.Errorf("kafka version %s is older than %s, which Kafka 4 brokers require", v, minVersion)
 	}
 	sc := sarama.NewConfig()
 	sc.ClientID = c.ClientID

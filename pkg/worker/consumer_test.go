@@ -135,7 +135,7 @@ func isBlocked(a *slowAPI, contact string) bool {
 
 func newTestHandler(api ContactsAPI, maxInFlight, buffer int, ordering string) *groupHandler {
 	p := newTestProcessor(&fakeAPI{results: []error{nil}}, &fakeDLQ{})
-	p.Handlers = Handlers(api)
+	p.API = api
 	return newGroupHandler(p, config.WorkerFleet{MaxInFlight: maxInFlight, PartitionBuffer: buffer, Ordering: ordering}, nil)
 }
 

@@ -23,22 +23,14 @@ type ContactsAPI interface {
 	Delete(ctx context.Context, contactID, idempotencyKey string) error
 }
 
-// HandlerFunc applies one parsed event.
-type HandlerFunc func(ctx context.Context, ev acmecrm.Event) error
-
-// Handlers dispatches each event type to the call that applies it, with the
-// event id as the idempotency key so a redelivered event changes nothing.
-func Handlers(api ContactsAPI) map[string]HandlerFunc {
-	put := func(ctx context.Context, ev acmecrm.Event) error {
-		return api.Put(ctx, contacts.FromEvent(ev), ev.EventID)
+// call applies ev to the Contacts API, with the event id as the
+// idempotency key so that a redelivered event changes nothing. Parse has
+// refused every other event type.
+func call(ctx context.Context, api ContactsAPI, ev acmecrm.Event) error {
+	if ev.EventType == acmecrm.ContactDeleted {
+		return api.Delete(ctx, ev.Data.ContactID, ev.EventID)
 	}
-	return map[string]HandlerFunc{
-		acmecrm.ContactCreated: put,
-		acmecrm.ContactUpdated: put,
-		acmecrm.ContactDeleted: func(ctx context.Context, ev acmecrm.Event) error {
-			return api.Delete(ctx, ev.Data.ContactID, ev.EventID)
-		},
-	}
+	return api.Put(ctx, contacts.FromEvent(ev), ev.EventID) // created, updated
 }
 
 // DeadLetterer publishes the dead-letter record of a failed event; it
@@ -63,11 +55,12 @@ const (
 	AlreadyApplied Outcome = "already_applied"
 )
 
-// Processor applies one event: parse, dispatch, retry transient failures,
-// dead-letter what cannot be applied.
+// Processor applies one event: parse, call the Contacts API, retry
+// transient failures, dead-letter what cannot be applied.
 type Processor struct {
-	Handlers map[string]HandlerFunc
-	Retrier  *Retrier
+	// API is the Contacts API the events are applied to.
+	API     ContactsAPI
+	Retrier *Retrier
 	// Outage, when set, is told of every call's result.
 	Outage *OutageDetector
 	DLQ    DeadLetterer
@@ -123,11 +116,6 @@ func (p *Processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 		f.Err, f.Kind = fmt.Errorf("unparseable event: %w", err), record.KindInvalid
 		return p.deadLetter(ctx, log, m, "", f), f.Kind
 	}
-	handle, ok := p.Handlers[ev.EventType]
-	if !ok {
-		f.Err, f.Kind = fmt.Errorf("no handler for event type %q", ev.EventType), record.KindInvalid
-		return p.deadLetter(ctx, log, m, ev.EventType, f), f.Kind
-	}
 	start := p.Now()
 	span := trace.SpanFromContext(ctx)
 	span.SetAttributes(telemetry.EventType(ev.EventType))
@@ -135,7 +123,7 @@ func (p *Processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 	attempts, err := p.Retrier.Do(ctx, func(ctx context.Context) error {
 		attempt++
 		ctx, span := telemetry.Or(p.Tracer).Start(ctx, "apply "+ev.EventType, trace.WithAttributes(telemetry.Attempts(attempt)))
-		err := handle(ctx, ev)
+		err := call(ctx, p.API, ev)
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())

@@ -54,9 +54,9 @@ func (f *fakeDLQ) DeadLetter(ctx context.Context, _ *sarama.ConsumerMessage, fl 
 
 func newTestProcessor(api *fakeAPI, dlq *fakeDLQ) *Processor {
 	return &Processor{
-		Handlers: Handlers(api),
-		Retrier:  NewRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, nil),
-		DLQ:      dlq, Group: "contact-worker", Metrics: NewMetrics(prometheus.NewRegistry()), Log: zerolog.Nop(), Now: time.Now,
+		API:     api,
+		Retrier: NewRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, nil),
+		DLQ:     dlq, Group: "contact-worker", Metrics: NewMetrics(prometheus.NewRegistry()), Log: zerolog.Nop(), Now: time.Now,
 	}
 }
 
@@ -83,7 +83,7 @@ func TestProcess(t *testing.T) {
 		{"503 twice then 200", created, []error{transient, transient, nil}, Applied, []apiCall{{"PUT", "1234", "evt_1"}, {"PUT", "1234", "evt_1"}, {"PUT", "1234", "evt_1"}}, "", 0},
 		{"400", created, []error{&contacts.PermanentError{Status: 400, Err: errors.New("bad")}}, DeadLettered, []apiCall{{"PUT", "1234", "evt_1"}}, record.KindPermanent, 1},
 		{"invalid JSON", `{"event_type":`, nil, DeadLettered, nil, record.KindInvalid, 0},
-		{"unknown type", strings.Replace(created, "contact.created", "contact.merged", 1), nil, DeadLettered, nil, record.KindInvalid, 0},
+		{"unknown type, refused by the parser", strings.Replace(created, "contact.created", "contact.merged", 1), nil, DeadLettered, nil, record.KindInvalid, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
