@@ -114,7 +114,11 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 				return err
 			}
 		}
-		rp.sum.Released++
+		if rp.cfg.DryRun {
+			rp.sum.WouldRelease++
+		} else {
+			rp.sum.Released++
+		}
 	}
 	return nil
 }
@@ -126,10 +130,11 @@ func (rp *run) putBack(ctx context.Context, m *sarama.ConsumerMessage, discard b
 		rp.sum.Read++
 		return rp.replay(ctx, m, e)
 	}
-	rp.sum.Discarded++
 	if rp.cfg.DryRun {
+		rp.sum.WouldDiscard++
 		return rp.enc.Encode(line{"would_discard", e})
 	}
+	rp.sum.Discarded++
 	if err := rp.send(ctx, m, record.DiscardMessage(rp.topic, m)); err != nil {
 		return fmt.Errorf("discarding %s: %w", e.EventID, err)
 	}

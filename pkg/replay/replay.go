@@ -33,8 +33,10 @@ type Summary struct {
 	DryRun bool      `json:"dry_run"`
 	// Read is every record read from the DLQ.
 	Read int `json:"read"`
-	// Replayed were republished (with DryRun: would have been).
+	// Replayed were republished.
 	Replayed int `json:"replayed"`
+	// WouldReplay would have been republished: a dry run's Replayed.
+	WouldReplay int `json:"would_replay,omitempty"`
 	// SkippedFilter did not match the filters; their position passes.
 	SkippedFilter int `json:"skipped_filter"`
 	// HeldLoopGuard had been replayed max-count times already; their position passes.
@@ -46,8 +48,12 @@ type Summary struct {
 	ParkedContacts int `json:"parked_contacts,omitempty"`
 	// Released contacts had every parked event put back, in order (release).
 	Released int `json:"released_contacts,omitempty"`
+	// WouldRelease would have been: a dry run's Released.
+	WouldRelease int `json:"would_release_contacts,omitempty"`
 	// Discarded heads were put back marked never to apply (release).
 	Discarded int `json:"discarded,omitempty"`
+	// WouldDiscard would have been: a dry run's Discarded.
+	WouldDiscard int `json:"would_discard,omitempty"`
 	// NotParked contacts were asked for but are not parked (release).
 	NotParked int `json:"not_parked,omitempty"`
 	// Missing contacts have a parked event with no copy left in the DLQ,
@@ -232,7 +238,7 @@ func (rp *run) partition(ctx context.Context, client sarama.Client, consumer sar
 			if err := rp.enc.Encode(line{"held", e}); err != nil {
 				return err
 			}
-		case rp.cfg.Limit > 0 && rp.sum.Replayed >= rp.cfg.Limit:
+		case rp.cfg.Limit > 0 && rp.sum.Replayed+rp.sum.WouldReplay >= rp.cfg.Limit:
 			rp.sum.LimitReached = true // this record stays for a later run
 			return rp.commit(offsets, pom, nil)
 		default:
@@ -250,7 +256,7 @@ func (rp *run) partition(ctx context.Context, client sarama.Client, consumer sar
 
 func (rp *run) replay(ctx context.Context, m *sarama.ConsumerMessage, e Entry) error {
 	if rp.cfg.DryRun {
-		rp.sum.Replayed++
+		rp.sum.WouldReplay++
 		return rp.enc.Encode(line{"would_replay", e})
 	}
 	if rp.tick != nil {

@@ -78,6 +78,7 @@ type replayLine struct {
 	ReplayCount int       `json:"replay_count"`
 	Read        int       `json:"read"`
 	Replayed    int       `json:"replayed"`
+	WouldReplay int       `json:"would_replay"`
 	Skipped     int       `json:"skipped_filter"`
 	Held        int       `json:"held_loop_guard"`
 	Limit       bool      `json:"limit_reached"`
@@ -172,7 +173,7 @@ func TestReplayDryRunMovesNothing(t *testing.T) {
 	createTopic(t, env["KAFKA_TOPIC"], 3)
 
 	lines, sum := runReplay(t, env, "--replay-dry-run")
-	if len(lines) != len(mixed) || sum.Replayed != len(mixed) || sum.Read != len(mixed) || sum.Skipped != 0 || sum.Held != 0 {
+	if len(lines) != len(mixed) || sum.WouldReplay != len(mixed) || sum.Replayed != 0 || sum.Read != len(mixed) || sum.Skipped != 0 || sum.Held != 0 {
 		t.Fatalf("dry run: %d lines, summary %+v; want %d would_replay", len(lines), sum, len(mixed))
 	}
 	for i, l := range lines {
