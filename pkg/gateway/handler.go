@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
@@ -19,16 +18,11 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
+	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/pkg/telemetry"
 	"github.com/acmecrm/integration-service/pkg/webhook"
 )
-
-// Enqueuer durably enqueues one record: it returns nil only once Kafka has
-// acknowledged it.
-type Enqueuer interface {
-	Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error
-}
 
 // Verifier authenticates a webhook's raw body with its headers.
 type Verifier interface {
@@ -39,7 +33,7 @@ type Verifier interface {
 // enqueues each, and answers 202 only after Kafka acknowledged the record.
 type Handler struct {
 	Verifier       Verifier
-	Enqueuer       Enqueuer
+	Enqueuer       kafka.Enqueuer
 	Topic          string
 	MaxBodyBytes   int64
 	EnqueueTimeout time.Duration

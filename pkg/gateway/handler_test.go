@@ -22,6 +22,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/pkg/telemetry"
 	"github.com/acmecrm/integration-service/pkg/webhook"
@@ -56,14 +57,14 @@ func (f *fakeEnqueuer) Enqueue(ctx context.Context, msg *sarama.ProducerMessage)
 	return nil
 }
 
-func newTestServer(t *testing.T, enq Enqueuer) *httptest.Server {
+func newTestServer(t *testing.T, enq kafka.Enqueuer) *httptest.Server {
 	srv, _ := serveTestHandler(t, enq, nil, &lameDuck{})
 	return srv
 }
 
 // serveTestHandler serves a handler of the test secret and limits, with
 // budget (none when nil) and the lame-duck switch ld.
-func serveTestHandler(t *testing.T, enq Enqueuer, budget *semaphore.Weighted, ld *lameDuck) (*httptest.Server, *Handler) {
+func serveTestHandler(t *testing.T, enq kafka.Enqueuer, budget *semaphore.Weighted, ld *lameDuck) (*httptest.Server, *Handler) {
 	t.Helper()
 	v, err := webhook.NewVerifier([]string{testSecret}, 5*time.Minute)
 	if err != nil {

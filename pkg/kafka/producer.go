@@ -8,6 +8,14 @@ import (
 	"github.com/IBM/sarama"
 )
 
+// Enqueuer sends one record and returns nil only once Kafka acknowledged
+// it, or the error that stopped it, or ctx's: every record of the service
+// (webhook, dead letter, parked state, replay) goes through one.
+// *Producer is the one to use; tests give fakes.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error
+}
+
 // ErrProducerClosed is returned by Enqueue after Close.
 var ErrProducerClosed = errors.New("producer closed")
 

@@ -132,10 +132,13 @@ func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolo
 		if err != nil {
 			return sum, err
 		}
-		if rp.producer, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, psc); err != nil {
+		ap, err := sarama.NewAsyncProducer(cfg.Kafka.Brokers, psc)
+		if err != nil {
 			return sum, fmt.Errorf("creating producer: %w", err)
 		}
-		defer kafka.Close(rp.producer, "producer", log)
+		producer := kafka.NewProducer(ap)
+		defer producer.Close()
+		rp.producer = producer
 	}
 	if r.Rate > 0 {
 		rp.tick = time.NewTicker(time.Duration(float64(time.Second) / r.Rate))
@@ -172,7 +175,7 @@ type run struct {
 	cfg      config.Replay
 	topic    string
 	filter   Filter
-	producer sarama.SyncProducer
+	producer kafka.Enqueuer
 	tick     *time.Ticker
 	enc      *json.Encoder
 	sum      *Summary
@@ -284,7 +287,7 @@ func (rp *run) send(ctx context.Context, m *sarama.ConsumerMessage, msg *sarama.
 		trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key)), attribute.String("acmecrm.replay.actor", rp.sum.Actor)))
 	defer span.End()
 	telemetry.Inject(ctx, msg)
-	if _, _, err := rp.producer.SendMessage(msg); err != nil {
+	if err := rp.producer.Enqueue(ctx, msg); err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		return err

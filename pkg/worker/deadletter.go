@@ -11,22 +11,17 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
-
-// Sender sends one record and waits for Kafka's acknowledgement, or for ctx
-// to end (kafka.Producer).
-type Sender interface {
-	Enqueue(ctx context.Context, msg *sarama.ProducerMessage) error
-}
 
 // Publisher writes records to one topic through a durable (acks=all,
 // idempotent) producer, retrying until Kafka acknowledges or ctx ends: an
 // event is never skipped because a topic was briefly unavailable, and a
 // stop or a revoked partition is never held up by a send that hangs.
 type Publisher struct {
-	Producer Sender
+	Producer kafka.Enqueuer
 	Topic    string
 	// Failures counts failed attempts (each is retried).
 	Failures prometheus.Counter
