@@ -17,6 +17,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/acmecrm/integration-service/pkg/config"
@@ -87,60 +88,67 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 
 	// Serve from the start, so /healthz answers while Kafka is awaited;
 	// webhooks get 503 until the producer exists.
-	addr, errc, err := ops.Start(srv)
+	ln, err := ops.Listen(srv)
 	if err != nil {
 		return err
 	}
-	log.Info().Str("addr", addr.String()).Str("path", g.WebhookPath).Msg("listening")
+	log.Info().Str("addr", ln.Addr().String()).Str("path", g.WebhookPath).Msg("listening")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	group, ctx := errgroup.WithContext(ctx)
+	group.Go(func() error {
+		return ops.Serve(ctx, srv, ln, ops.Stop{
+			// Lame duck: not ready at once, so the load balancer stops
+			// sending; still serving what it sends meanwhile, each answer
+			// closing its connection so that no client is left with a
+			// kept-alive one the drain would cut.
+			Stopping: func() {
+				lameDuck.on.Store(true)
+				log.Info().Dur("delay", g.ShutdownDelay).Msg("shutting down: not ready; serving for the lame-duck delay, then draining")
+			},
+			Delay: g.ShutdownDelay, Timeout: g.ShutdownTimeout, Log: log,
+		})
+	})
 	if g.PprofAddr != "" {
 		pprofSrv := ops.NewPprofServer(g.PprofAddr)
-		pprofAddr, _, err := ops.Start(pprofSrv)
+		pln, err := ops.Listen(pprofSrv)
 		if err != nil {
-			ops.Shutdown(srv, g.ShutdownTimeout, log)
+			cancel()
+			_ = group.Wait()
 			return err
 		}
-		defer pprofSrv.Close()
-		log.Warn().Str("addr", pprofAddr.String()).Msg("serving /debug/pprof (GATEWAY_PPROF_ADDR): keep this port private")
+		log.Warn().Str("addr", pln.Addr().String()).Msg("serving /debug/pprof (GATEWAY_PPROF_ADDR): keep this port private")
+		group.Go(func() error { return ops.Serve(ctx, pprofSrv, pln, ops.Stop{Timeout: time.Second, Log: log}) })
 	}
 
+	// Start the parts in order, then wait; stop in the reverse order:
+	// requests drained, then the producer they used flushed, then the
+	// client under it closed.
 	client, err := kafka.Start(ctx, cfg.Kafka, sc, log)
 	if err != nil {
-		ops.Shutdown(srv, g.ShutdownTimeout, log)
-		if ctx.Err() != nil {
+		stopped := ctx.Err() != nil
+		cancel()
+		if werr := group.Wait(); werr != nil {
+			return werr
+		}
+		if stopped {
 			return nil // stopped while waiting for Kafka
 		}
 		return err
 	}
+	defer kafka.Close(client, "kafka client", log)
 	ap, err := sarama.NewAsyncProducerFromClient(client)
 	if err != nil {
-		ops.Shutdown(srv, g.ShutdownTimeout, log)
-		kafka.Close(client, "kafka client", log)
+		cancel()
+		_ = group.Wait()
 		return fmt.Errorf("creating producer: %w", err)
 	}
 	producer := kafka.NewProducer(ap)
 	enqueuer.p.Store(producer)
-	go probe.Run(ctx, cfg.Kafka.HealthInterval)
+	group.Go(func() error { probe.Run(ctx, cfg.Kafka.HealthInterval); return nil })
 
-	select {
-	case <-ctx.Done():
-		// Lame duck: not ready at once, so the load balancer stops sending;
-		// still serving what it sends meanwhile, each answer closing its
-		// connection so that no client is left with a kept-alive one the
-		// drain would cut.
-		lameDuck.on.Store(true)
-		log.Info().Dur("delay", g.ShutdownDelay).Msg("shutting down: not ready; serving for the lame-duck delay, then draining")
-		select {
-		case <-time.After(g.ShutdownDelay):
-		case err = <-errc:
-		}
-		log.Info().Msg("draining requests")
-	case err = <-errc:
-	}
-	// Order matters: stop taking requests and drain them, then flush the
-	// producer they used, then close the client under it.
-	ops.Shutdown(srv, g.ShutdownTimeout, log)
+	err = group.Wait()
 	producer.Close()
-	kafka.Close(client, "kafka client", log)
 	log.Info().Msg("stopped")
 	return err
 }

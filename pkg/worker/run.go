@@ -11,6 +11,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/acmecrm/integration-service/pkg/config"
 	"github.com/acmecrm/integration-service/pkg/contacts"
@@ -60,7 +61,7 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 	return work(ctx, cfg, tracing, log)
 }
 
-func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log zerolog.Logger) error {
+func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log zerolog.Logger) (err error) {
 	tracer := tracing.Tracer("github.com/acmecrm/integration-service/pkg/worker")
 	w := cfg.Worker
 	psc, err := kafka.NewProducerConfig(cfg.Kafka)
@@ -77,22 +78,34 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	e := ops.NewEcho()
 	ops.Register(e, probe.Ready, reg)
 	srv := &http.Server{Addr: w.HTTPAddr, Handler: e, ReadHeaderTimeout: 5 * time.Second}
-	addr, errc, err := ops.Start(srv)
+	ln, err := ops.Listen(srv)
 	if err != nil {
 		return err
 	}
-	log.Info().Str("addr", addr.String()).Msg("listening")
-	defer ops.Shutdown(srv, w.ShutdownTimeout, log)
+	log.Info().Str("addr", ln.Addr().String()).Msg("listening")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Serving (health, metrics, the readiness probe) from the start, so
+	// /healthz answers while Kafka is awaited; however work ends, it stops
+	// last, and its failure is what work returns.
+	serving, ctx := errgroup.WithContext(ctx)
+	serving.Go(func() error { return ops.Serve(ctx, srv, ln, ops.Stop{Timeout: w.ShutdownTimeout, Log: log}) })
+	defer func() {
+		cancel()
+		if serr := serving.Wait(); err == nil {
+			err = serr
+		}
+	}()
 
 	producerClient, err := kafka.Start(ctx, cfg.Kafka, psc, log)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil // stopped while waiting for Kafka
+			return nil // stopped while waiting for Kafka (or a part failed: that error is returned)
 		}
 		return err
 	}
 	defer kafka.Close(producerClient, "producer client", log)
-	go probe.Run(ctx, cfg.Kafka.HealthInterval)
+	serving.Go(func() error { probe.Run(ctx, cfg.Kafka.HealthInterval); return nil })
 
 	ap, err := sarama.NewAsyncProducerFromClient(producerClient)
 	if err != nil {
@@ -192,38 +205,37 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		return b.Offset, b.Metadata, nil
 	}
 	go watchDLQ(ctx, readerClient, cfg.Kafka.DLQTopic, 30*time.Second, metrics.dlqRecords, log)
-	consumed := make(chan error, 1)
-	go func() { consumed <- consume(ctx, group, cfg.Kafka.Topic, handler, log) }()
 	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).
 		Int("max_in_flight", w.MaxInFlight).Int("partition_buffer", w.PartitionBuffer).Str("ordering", w.Ordering).Msg("consuming")
-
-	consumeDone := false
-	select {
-	case <-ctx.Done():
+	consuming, ctx := errgroup.WithContext(ctx)
+	consuming.Go(func() error { return consume(ctx, group, cfg.Kafka.Topic, handler, log) })
+	// When ctx ends (SIGTERM, or a part failed), the session ends: in-flight
+	// events are abandoned uncommitted and Cleanup commits what is done;
+	// Close waits for that session, then leaves the group.
+	consuming.Go(func() error {
+		<-ctx.Done()
 		log.Info().Msg("shutting down: abandoning the in-flight events, committing, leaving the group")
-	case err = <-errc:
-	case err = <-consumed:
-		consumeDone = true
-	}
-	// Ending ctx ends the session: in-flight events are abandoned uncommitted
-	// and Cleanup commits what is done. Close waits for that session, then
-	// leaves the group. All of it within the shutdown budget.
+		if err := group.Close(); err != nil {
+			log.Error().Err(err).Msg("leaving the consumer group")
+		}
+		return nil
+	})
+	// Stop in order, within the shutdown budget: the consumer and the
+	// group, then the dead-letter producer it used.
 	stopped := make(chan error, 1)
 	go func() {
-		cerr := group.Close()
-		if !consumeDone {
-			<-consumed
-		}
+		err := consuming.Wait()
 		dlqProducer.Close()
-		stopped <- cerr
+		stopped <- err
 	}()
 	select {
-	case cerr := <-stopped:
-		if cerr != nil {
-			log.Error().Err(cerr).Msg("leaving the consumer group")
+	case err = <-stopped:
+	case <-ctx.Done():
+		select {
+		case err = <-stopped:
+		case <-time.After(w.ShutdownTimeout):
+			log.Error().Dur("budget", w.ShutdownTimeout).Msg("shutdown budget spent before the group was left")
 		}
-	case <-time.After(w.ShutdownTimeout):
-		log.Error().Dur("budget", w.ShutdownTimeout).Msg("shutdown budget spent before the group was left")
 	}
 	log.Info().Msg("stopped")
 	return err
