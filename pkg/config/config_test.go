@@ -103,7 +103,7 @@ func TestLoadGatewayLayers(t *testing.T) {
 				want := Gateway{
 					Log:   Log{Level: "info", Format: "json"},
 					Kafka: c.Kafka,
-					Gateway: GatewayServer{
+					Server: GatewayServer{
 						ListenAddr: ":8080", WebhookPath: "/webhooks/acmecrm", WebhookSecrets: []string{testSecret},
 						TimestampTolerance: 5 * time.Minute, MaxBodyBytes: 1 << 20, EnqueueTimeout: 10 * time.Second,
 						RetryAfter: 5 * time.Second, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
@@ -129,7 +129,7 @@ func TestLoadGatewayLayers(t *testing.T) {
 				if got := c.Kafka.Brokers; !reflect.DeepEqual(got, []string{"a:1", "b:2"}) {
 					t.Errorf("brokers: got %v, want [a:1 b:2]", got)
 				}
-				if len(c.Gateway.WebhookSecrets) != 2 || c.Log.Level != "debug" || c.Gateway.MaxBodyBytes != 42 || c.Gateway.EnqueueTimeout != 3*time.Second {
+				if len(c.Server.WebhookSecrets) != 2 || c.Log.Level != "debug" || c.Server.MaxBodyBytes != 42 || c.Server.EnqueueTimeout != 3*time.Second {
 					t.Errorf("got %+v", c)
 				}
 			},
@@ -139,7 +139,7 @@ func TestLoadGatewayLayers(t *testing.T) {
 			args: []string{"--kafka-brokers", "f:1", "--max-body-bytes=7", "--listen-addr", ":1"},
 			env:  map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret, "KAFKA_BROKERS": "e:1", "GATEWAY_MAX_BODY_BYTES": "42"},
 			check: func(t *testing.T, c Gateway) {
-				if !reflect.DeepEqual(c.Kafka.Brokers, []string{"f:1"}) || c.Gateway.MaxBodyBytes != 7 || c.Gateway.ListenAddr != ":1" {
+				if !reflect.DeepEqual(c.Kafka.Brokers, []string{"f:1"}) || c.Server.MaxBodyBytes != 7 || c.Server.ListenAddr != ":1" {
 					t.Errorf("got %+v", c)
 				}
 			},
@@ -149,7 +149,7 @@ func TestLoadGatewayLayers(t *testing.T) {
 			args: []string{"--config", file},
 			env:  map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret, "GATEWAY_MAX_BODY_BYTES": "99"},
 			check: func(t *testing.T, c Gateway) {
-				if c.Gateway.ListenAddr != ":7000" || c.Kafka.Topic != "from-file" || c.Gateway.MaxBodyBytes != 99 {
+				if c.Server.ListenAddr != ":7000" || c.Kafka.Topic != "from-file" || c.Server.MaxBodyBytes != 99 {
 					t.Errorf("got %+v", c)
 				}
 			},
@@ -158,8 +158,8 @@ func TestLoadGatewayLayers(t *testing.T) {
 			name: "file named by env",
 			env:  map[string]string{"GATEWAY_WEBHOOK_SECRETS": testSecret, GatewayConfigFileEnv: file},
 			check: func(t *testing.T, c Gateway) {
-				if c.Gateway.ListenAddr != ":7000" {
-					t.Errorf("listen addr: got %q, want :7000", c.Gateway.ListenAddr)
+				if c.Server.ListenAddr != ":7000" {
+					t.Errorf("listen addr: got %q, want :7000", c.Server.ListenAddr)
 				}
 			},
 		},
@@ -273,8 +273,8 @@ func TestReplayModeNeedsNoContactsAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.Worker.Replay.DLQ || len(c.Worker.Replay.EventTypes) != 3 || c.Worker.Replay.MaxCount != 3 || c.Worker.Replay.GroupID != "contact-worker-dlq-replay" {
-		t.Errorf("got %+v", c.Worker.Replay)
+	if !c.Fleet.Replay.DLQ || len(c.Fleet.Replay.EventTypes) != 3 || c.Fleet.Replay.MaxCount != 3 || c.Fleet.Replay.GroupID != "contact-worker-dlq-replay" {
+		t.Errorf("got %+v", c.Fleet.Replay)
 	}
 }
 

@@ -11,9 +11,9 @@ import (
 
 // Gateway is the configuration of webhook-gateway.
 type Gateway struct {
-	Log     Log           `mapstructure:"log"`
-	Kafka   Kafka         `mapstructure:"kafka"`
-	Gateway GatewayServer `mapstructure:"gateway"`
+	Log    Log           `mapstructure:"log"`
+	Kafka  Kafka         `mapstructure:"kafka"`
+	Server GatewayServer `mapstructure:"gateway"`
 }
 
 // GatewayServer holds the HTTP side of webhook-gateway.
@@ -97,7 +97,7 @@ func (c Gateway) validate() error {
 	if err := c.Kafka.validate(ss); err != nil {
 		return err
 	}
-	g := c.Gateway
+	g := c.Server
 	if err := ss.Required("gateway.webhook_secrets", len(g.WebhookSecrets) == 0); err != nil {
 		return err
 	}

@@ -12,9 +12,9 @@ import (
 
 // Worker is the configuration of contact-worker.
 type Worker struct {
-	Log    Log         `mapstructure:"log"`
-	Kafka  Kafka       `mapstructure:"kafka"`
-	Worker WorkerFleet `mapstructure:"worker"`
+	Log   Log         `mapstructure:"log"`
+	Kafka Kafka       `mapstructure:"kafka"`
+	Fleet WorkerFleet `mapstructure:"worker"`
 }
 
 // WorkerFleet holds the consumer side of contact-worker.
@@ -183,7 +183,7 @@ func (c Worker) validate() error {
 	if err := c.Kafka.validate(ss); err != nil {
 		return err
 	}
-	w := c.Worker
+	w := c.Fleet
 	if err := ss.Required("worker.group_id", w.GroupID == ""); err != nil {
 		return err
 	}

@@ -50,7 +50,7 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 }
 
 func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, log zerolog.Logger) error {
-	g := cfg.Gateway
+	g := cfg.Server
 	verifier, err := webhook.NewVerifier(g.WebhookSecrets, g.TimestampTolerance)
 	if err != nil {
 		return err

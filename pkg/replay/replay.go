@@ -67,11 +67,11 @@ type line struct {
 	Entry
 }
 
-// Run replays the DLQ as cfg.Worker.Replay says, writing one JSON line per
+// Run replays the DLQ as cfg.Fleet.Replay says, writing one JSON line per
 // record replayed (or, with dry run, that would be) or held by the loop
 // guard, then a summary line, to out.
 func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolog.Logger, out io.Writer) (Summary, error) {
-	r := cfg.Worker.Replay
+	r := cfg.Fleet.Replay
 	sum := Summary{Summary: true, Action: "replay", Actor: r.Actor, At: time.Now().UTC(), DryRun: r.DryRun}
 	if sum.Actor == "" {
 		sum.Actor = defaultActor()

@@ -36,7 +36,7 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 		return err
 	}
 	tracer := tracing.Tracer("github.com/acmecrm/integration-service/pkg/worker")
-	if cfg.Worker.Replay.DLQ {
+	if cfg.Fleet.Replay.DLQ {
 		// The report (one JSON line per record, then the summary) owns
 		// stdout, so it can be piped; the logs go to stderr.
 		log, err := logging.New(cfg.Log, "contact-worker", stderr)
@@ -63,7 +63,7 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 
 func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log zerolog.Logger) (err error) {
 	tracer := tracing.Tracer("github.com/acmecrm/integration-service/pkg/worker")
-	w := cfg.Worker
+	w := cfg.Fleet
 	psc, err := kafka.NewProducerConfig(cfg.Kafka)
 	if err != nil {
 		return err

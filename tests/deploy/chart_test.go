@@ -279,8 +279,8 @@ func TestOverriddenValues(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the worker's environment does not load: %v", err)
 	}
-	if wcfg.Worker.MaxInFlight != 64 || wcfg.Worker.PartitionBuffer != 200 {
-		t.Errorf("worker max in flight %d, partition buffer %d; want 64, 200", wcfg.Worker.MaxInFlight, wcfg.Worker.PartitionBuffer)
+	if wcfg.Fleet.MaxInFlight != 64 || wcfg.Fleet.PartitionBuffer != 200 {
+		t.Errorf("worker max in flight %d, partition buffer %d; want 64, 200", wcfg.Fleet.MaxInFlight, wcfg.Fleet.PartitionBuffer)
 	}
 	if len(m.secrets) != 0 {
 		t.Errorf("rendered %d Secrets with an existing one named", len(m.secrets))
@@ -319,9 +319,9 @@ func TestOverriddenValues(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the replay Job's environment does not load: %v", err)
 	}
-	if !cfg.Worker.Replay.DLQ || !cfg.Worker.Replay.DryRun || cfg.Worker.Replay.Limit != 500 || len(cfg.Worker.Replay.EventTypes) != 2 ||
-		len(cfg.Worker.Replay.ContactIDs) != 1 || cfg.Worker.Replay.Actor != "sre-on-call" || cfg.Kafka.ParkedTopic != "contact-events-parked" {
-		t.Errorf("replay Job configures %+v", cfg.Worker.Replay)
+	if !cfg.Fleet.Replay.DLQ || !cfg.Fleet.Replay.DryRun || cfg.Fleet.Replay.Limit != 500 || len(cfg.Fleet.Replay.EventTypes) != 2 ||
+		len(cfg.Fleet.Replay.ContactIDs) != 1 || cfg.Fleet.Replay.Actor != "sre-on-call" || cfg.Kafka.ParkedTopic != "contact-events-parked" {
+		t.Errorf("replay Job configures %+v", cfg.Fleet.Replay)
 	}
 }
 
@@ -425,7 +425,7 @@ func TestProbesPortsAndGracePeriods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for component, addr := range map[string]string{"gateway": gw.Gateway.ListenAddr, "worker": wk.Worker.HTTPAddr} {
+	for component, addr := range map[string]string{"gateway": gw.Server.ListenAddr, "worker": wk.Fleet.HTTPAddr} {
 		_, port, _ := net.SplitHostPort(addr)
 		wantPort, _ := strconv.Atoi(port)
 		c := m.deployments[component].Spec.Template.Spec.Containers[0]

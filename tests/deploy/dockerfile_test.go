@@ -33,8 +33,8 @@ func TestDockerfiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	for file, tc := range map[string]struct{ binary, addr string }{
-		"Dockerfile.gateway": {"webhook-gateway", gw.Gateway.ListenAddr},
-		"Dockerfile.worker":  {"contact-worker", wk.Worker.HTTPAddr},
+		"Dockerfile.gateway": {"webhook-gateway", gw.Server.ListenAddr},
+		"Dockerfile.worker":  {"contact-worker", wk.Fleet.HTTPAddr},
 	} {
 		raw, err := os.ReadFile("../../" + file)
 		if err != nil {
