@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-func newBudgetServer(t *testing.T, budget int64, ld *lameDuck) (*httptest.Server, *Handler) {
+func newBudgetServer(t *testing.T, budget int64, ld *lameDuck) (*httptest.Server, *Receiver) {
 	return serveTestHandler(t, &fakeEnqueuer{}, semaphore.NewWeighted(budget), ld)
 }
 

@@ -64,7 +64,7 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 	probe := kafka.NewProbe(cfg.Kafka, sc)
 	lameDuck := &lameDuck{}
 	enqueuer := &lateEnqueuer{}
-	handler := &Handler{
+	receiver := &Receiver{
 		Verifier:       verifier,
 		Enqueuer:       enqueuer,
 		Topic:          cfg.Kafka.Topic,
@@ -79,7 +79,7 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 
 	srv := &http.Server{
 		Addr:              g.ListenAddr,
-		Handler:           newEcho(handler, g.WebhookPath, lameDuck.ready(probe.Ready), lameDuck, reg, tracing, log),
+		Handler:           newEcho(receiver, g.WebhookPath, lameDuck.ready(probe.Ready), lameDuck, reg, tracing, log),
 		ReadHeaderTimeout: g.ReadHeaderTimeout,
 		ReadTimeout:       g.ReadTimeout,
 		WriteTimeout:      g.WriteTimeout,
@@ -155,9 +155,9 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 
 // newEcho routes the webhook path (every method: the handler answers 405)
 // and the operational endpoints, behind request ids, metrics and recovery.
-func newEcho(h *Handler, path string, ready ops.ReadyFunc, ld *lameDuck, reg *prometheus.Registry, tracing telemetry.Tracing, log zerolog.Logger) *echo.Echo {
+func newEcho(h *Receiver, path string, ready ops.ReadyFunc, ld *lameDuck, reg *prometheus.Registry, tracing telemetry.Tracing, log zerolog.Logger) *echo.Echo {
 	e := ops.NewEcho()
-	e.HTTPErrorHandler = ErrorHandler(log)
+	e.HTTPErrorHandler = renderErrors(log)
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestIDs()}), ld.closeConnections,
 		h.Metrics.Observe(log, tracing), middleware.Recover())
 	ops.Register(e, ready, reg)

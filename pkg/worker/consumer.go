@@ -11,13 +11,13 @@ import (
 	"github.com/acmecrm/integration-service/pkg/config"
 )
 
-// groupHandler is the sarama consumer-group handler: one ConsumeClaim per
+// dispatcher is the sarama ConsumerGroupHandler: one ConsumeClaim per
 // partition, run concurrently by sarama. Inside a partition, events of
 // different keys (contacts) are applied concurrently and events of one key
 // one after another in partition order; the offset marked for commit is the
 // partition's watermark, so it never passes an event not yet applied or
 // dead-lettered.
-type groupHandler struct {
+type dispatcher struct {
 	proc *Processor
 	// slots bounds the events being applied at once by this process, across
 	// every partition and session.
@@ -42,17 +42,17 @@ type groupHandler struct {
 // finished records above the watermark) is brought up to date.
 const metadataInterval = 500 * time.Millisecond
 
-func newGroupHandler(proc *Processor, w config.WorkerFleet, outage *OutageDetector) *groupHandler {
-	return &groupHandler{proc: proc, slots: make(chan struct{}, w.MaxInFlight), buffer: w.PartitionBuffer, ordering: w.Ordering, outage: outage}
+func newDispatcher(proc *Processor, w config.WorkerFleet, outage *OutageDetector) *dispatcher {
+	return &dispatcher{proc: proc, slots: make(chan struct{}, w.MaxInFlight), buffer: w.PartitionBuffer, ordering: w.Ordering, outage: outage}
 }
 
-func (h *groupHandler) Setup(s sarama.ConsumerGroupSession) error {
+func (h *dispatcher) Setup(s sarama.ConsumerGroupSession) error {
 	h.proc.Log.Info().Interface("claims", s.Claims()).Int32("generation", s.GenerationID()).Str("member", s.MemberID()).Msg("partitions assigned")
 	return nil
 }
 
 // Cleanup commits what was marked before the session ends (rebalance or stop).
-func (h *groupHandler) Cleanup(s sarama.ConsumerGroupSession) error {
+func (h *dispatcher) Cleanup(s sarama.ConsumerGroupSession) error {
 	s.Commit()
 	h.proc.Log.Info().Int32("generation", s.GenerationID()).Msg("session ended, offsets committed")
 	return nil
@@ -73,7 +73,7 @@ type finished struct {
 // committed) and returns only once every one of them has returned, so a
 // contact is never applied by this member and the partition's next owner
 // at once.
-func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	ctx, cancel := context.WithCancel(s.Context())
 	defer cancel()
 	topic, partition := claim.Topic(), claim.Partition()
@@ -226,7 +226,7 @@ func (h *groupHandler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.
 
 // load rebuilds the partition's parked contacts, again until it works or
 // ctx ends (false): nothing of the partition may be applied without them.
-func (h *groupHandler) load(ctx context.Context, partition int32) bool {
+func (h *dispatcher) load(ctx context.Context, partition int32) bool {
 	b := backoff.NewExponentialBackOff()
 	b.MaxElapsedTime = 0
 	err := backoff.RetryNotify(func() error { return h.loadParked(ctx, partition) }, backoff.WithContext(b, ctx),
@@ -238,7 +238,7 @@ func (h *groupHandler) load(ctx context.Context, partition int32) bool {
 
 // key is what orders events: the record key (contact id) by default, or
 // nothing, so the whole partition is one sequence.
-func (h *groupHandler) key(msg *sarama.ConsumerMessage) string {
+func (h *dispatcher) key(msg *sarama.ConsumerMessage) string {
 	if h.ordering == config.OrderingPartition {
 		return ""
 	}

@@ -133,10 +133,10 @@ func isBlocked(a *slowAPI, contact string) bool {
 	return a.active[contact] > 0
 }
 
-func newTestHandler(api ContactsAPI, maxInFlight, buffer int, ordering string) *groupHandler {
+func newTestHandler(api ContactsAPI, maxInFlight, buffer int, ordering string) *dispatcher {
 	p := newTestProcessor(&fakeAPI{results: []error{nil}}, &fakeDLQ{})
 	p.API = api
-	return newGroupHandler(p, config.WorkerFleet{MaxInFlight: maxInFlight, PartitionBuffer: buffer, Ordering: ordering}, nil)
+	return newDispatcher(p, config.WorkerFleet{MaxInFlight: maxInFlight, PartitionBuffer: buffer, Ordering: ordering}, nil)
 }
 
 // event returns the record at offset of contact's n-th event.
@@ -164,7 +164,7 @@ func feed(contactsN, perContact int, first ...string) (fakeClaim, int) {
 	return c, int(off)
 }
 
-func runClaim(t *testing.T, h *groupHandler, claim fakeClaim) (*fakeSession, context.CancelFunc, chan error) {
+func runClaim(t *testing.T, h *dispatcher, claim fakeClaim) (*fakeSession, context.CancelFunc, chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &fakeSession{ctx: ctx}

@@ -88,7 +88,7 @@ func (pk *Parking) process(ctx context.Context, p *Processor, log zerolog.Logger
 	default:
 		// Live, or replayed out of turn: wait behind the head, in order.
 		f := record.Failure{Err: errParked(e.Head()), Kind: record.KindParked, ParkedBehind: e.Head(), FailedAt: p.Now(), Group: p.Group}
-		if err := p.DLQ.DeadLetter(ctx, m, f); err != nil {
+		if err := p.DeadLetterer.DeadLetter(ctx, m, f); err != nil {
 			return Abandoned
 		}
 		if !slices.Contains(e.Events, id) {

@@ -77,7 +77,7 @@ func newParkingRig() *parkingRig {
 	r := &parkingRig{api: &rejectingAPI{reject: map[string]bool{}, applied: map[string][]string{}}, dlq: &sent{}, parkedLog: &sent{}, store: parking.NewStore()}
 	r.p = newTestProcessor(&fakeAPI{results: []error{nil}}, &fakeDLQ{})
 	r.p.API = r.api
-	r.p.DLQ = &Publisher{Producer: r.dlq, Topic: "contact-events-dlq", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})}
+	r.p.DeadLetterer = &Publisher{Producer: r.dlq, Topic: "contact-events-dlq", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})}
 	r.p.Parking = &Parking{Store: r.store, Writer: &Publisher{Producer: r.parkedLog, Topic: "contact-events-parked", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "y"})}}
 	return r
 }

@@ -62,8 +62,8 @@ type Processor struct {
 	API     ContactsAPI
 	Retrier *Retrier
 	// Outage, when set, is told of every call's result.
-	Outage *OutageDetector
-	DLQ    DeadLetterer
+	Outage       *OutageDetector
+	DeadLetterer DeadLetterer
 	// Parking, when set, keeps each contact's order through the DLQ.
 	Parking *Parking
 	Group   string
@@ -169,7 +169,7 @@ func (p *Processor) deadLetter(ctx context.Context, log zerolog.Logger, m *saram
 	if eventType == "" {
 		eventType = "unknown"
 	}
-	if err := p.DLQ.DeadLetter(ctx, m, f); err != nil {
+	if err := p.DeadLetterer.DeadLetter(ctx, m, f); err != nil {
 		p.Metrics.events.WithLabelValues(eventType, string(Abandoned)).Inc()
 		log.Warn().Err(err).Msg("abandoned before the dead-letter record was acknowledged; not committed")
 		return Abandoned

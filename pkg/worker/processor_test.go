@@ -54,9 +54,9 @@ func (f *fakeDLQ) DeadLetter(ctx context.Context, _ *sarama.ConsumerMessage, fl 
 
 func newTestProcessor(api *fakeAPI, dlq *fakeDLQ) *Processor {
 	return &Processor{
-		API:     api,
-		Retrier: NewRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, nil),
-		DLQ:     dlq, Group: "contact-worker", Metrics: NewMetrics(prometheus.NewRegistry()), Log: zerolog.Nop(), Now: time.Now,
+		API:          api,
+		Retrier:      NewRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, nil),
+		DeadLetterer: dlq, Group: "contact-worker", Metrics: NewMetrics(prometheus.NewRegistry()), Log: zerolog.Nop(), Now: time.Now,
 	}
 }
 

@@ -166,17 +166,17 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	defer parkedProducer.Close()
 	parked := &Parking{Store: parking.NewStore(), Writer: &Publisher{Producer: parkedProducer, Topic: cfg.Kafka.ParkedTopic, Failures: metrics.parkedWriteFailures, Tracer: tracer, Log: log}}
 	api := contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight, contacts.WithTracerProvider(tracing.Provider))
-	handler := newGroupHandler(&Processor{
-		API:     api,
-		Retrier: NewRetrier(w.Retry, outage),
-		Outage:  outage,
-		DLQ:     &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Tracer: tracer, Log: log},
-		Parking: parked,
-		Group:   w.GroupID,
-		Metrics: metrics,
-		Tracer:  tracer,
-		Log:     log,
-		Now:     time.Now,
+	handler := newDispatcher(&Processor{
+		API:          api,
+		Retrier:      NewRetrier(w.Retry, outage),
+		Outage:       outage,
+		DeadLetterer: &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Tracer: tracer, Log: log},
+		Parking:      parked,
+		Group:        w.GroupID,
+		Metrics:      metrics,
+		Tracer:       tracer,
+		Log:          log,
+		Now:          time.Now,
 	}, w, outage)
 	handler.loadParked = func(ctx context.Context, partition int32) error {
 		entries, err := parking.Read(ctx, readerClient, cfg.Kafka.ParkedTopic, partition)

@@ -64,14 +64,14 @@ func newTestServer(t *testing.T, enq kafka.Enqueuer) *httptest.Server {
 
 // serveTestHandler serves a handler of the test secret and limits, with
 // budget (none when nil) and the lame-duck switch ld.
-func serveTestHandler(t *testing.T, enq kafka.Enqueuer, budget *semaphore.Weighted, ld *lameDuck) (*httptest.Server, *Handler) {
+func serveTestHandler(t *testing.T, enq kafka.Enqueuer, budget *semaphore.Weighted, ld *lameDuck) (*httptest.Server, *Receiver) {
 	t.Helper()
 	v, err := webhook.NewVerifier([]string{testSecret}, 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	h := &Handler{
+	h := &Receiver{
 		Verifier: v, Enqueuer: enq, Topic: "contact-events", MaxBodyBytes: maxBody,
 		EnqueueTimeout: 50 * time.Millisecond, RetryAfter: 5 * time.Second, Budget: budget,
 		Metrics: NewMetrics(reg), Now: time.Now,

@@ -29,9 +29,9 @@ type Verifier interface {
 	Verify(h http.Header, body []byte) error
 }
 
-// Handler receives AcmeCRM webhooks: it authenticates, validates and
+// Receiver receives AcmeCRM webhooks: it authenticates, validates and
 // enqueues each, and answers 202 only after Kafka acknowledged the record.
-type Handler struct {
+type Receiver struct {
 	Verifier       Verifier
 	Enqueuer       kafka.Enqueuer
 	Topic          string
@@ -78,7 +78,7 @@ type AcceptedBody struct {
 }
 
 // Serve handles one request on the webhook path, whatever its method.
-func (h *Handler) Serve(c echo.Context) error {
+func (h *Receiver) Serve(c echo.Context) error {
 	req := c.Request()
 	if req.Method != http.MethodPost {
 		c.Response().Header().Set("Allow", http.MethodPost)
@@ -192,7 +192,7 @@ func acceptedBody(eventID string) []byte {
 // still writing, whose kernel may then reset it and lose the answer (what
 // nginx's lingering close avoids): the sender would see a broken pipe
 // instead of a 503 it can act on.
-func (h *Handler) beforeBody(c echo.Context, answered error) error {
+func (h *Receiver) beforeBody(c echo.Context, answered error) error {
 	_ = http.NewResponseController(c.Response().Writer).Flush()
 	_, _ = io.CopyN(io.Discard, c.Request().Body, h.MaxBodyBytes)
 	return answered
@@ -203,7 +203,7 @@ var noSpan = trace.SpanFromContext(context.Background())
 
 // startSpan starts a child span of ctx's span named name, when that span is
 // recorded.
-func (h *Handler) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
+func (h *Receiver) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		return ctx, noSpan
 	}
@@ -219,7 +219,7 @@ func endSpan(span trace.Span, err error) {
 	span.End()
 }
 
-func (h *Handler) retryAfter(c echo.Context) {
+func (h *Receiver) retryAfter(c echo.Context) {
 	c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(h.RetryAfter.Round(time.Second).Seconds()))))
 }
 
@@ -275,8 +275,8 @@ func reasonOf(err error) string {
 	}
 }
 
-// ErrorHandler renders echo's own errors (unknown route, panics) as ErrorBody.
-func ErrorHandler(log zerolog.Logger) echo.HTTPErrorHandler {
+// renderErrors renders echo's own errors (unknown route, panics) as ErrorBody.
+func renderErrors(log zerolog.Logger) echo.HTTPErrorHandler {
 	return func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
