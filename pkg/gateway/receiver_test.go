@@ -389,3 +389,22 @@ func TestRequestIDsAreUnique(t *testing.T) {
 		}
 	}
 }
+
+// Before Kafka is reached, webhooks are answered 503 with Retry-After (the
+// sender retries), and nothing is held.
+func TestWebhooksBeforeKafkaConnectsGet503(t *testing.T) {
+	srv := newTestServer(t, &lateEnqueuer{})
+	req := signed(t, "POST", validBody, time.Now())
+	req.URL, _ = req.URL.Parse(srv.URL + testPath)
+	req.RequestURI = ""
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body ErrorBody
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Error != CodeKafkaUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("got %d %+v Retry-After %q; want 503 kafka_unavailable with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+}

@@ -79,3 +79,38 @@ func TestNewEventMessage(t *testing.T) {
 		}
 	}
 }
+
+// consumed returns the headers of a consumed record, from key, value pairs.
+func consumed(kv ...string) []*sarama.RecordHeader {
+	var out []*sarama.RecordHeader
+	for i := 0; i < len(kv); i += 2 {
+		out = append(out, &sarama.RecordHeader{Key: []byte(kv[i]), Value: []byte(kv[i+1])})
+	}
+	return out
+}
+
+func TestReplayMessage(t *testing.T) {
+	m := &sarama.ConsumerMessage{Key: []byte("c-1"), Value: []byte(`{"x":1}`), Headers: consumed(
+		"ce_id", "evt_1", "ce_type", "contact.created", "webhook_id", "msg_1",
+		"dlq_original_topic", "contact-events", "dlq_error", "boom", "dlq_error_kind", "transient", "dlq_replay_count", "1")}
+	out := ReplayMessage("contact-events", m)
+	if k, _ := out.Key.Encode(); string(k) != "c-1" {
+		t.Errorf("key %q", k)
+	}
+	if v, _ := out.Value.Encode(); string(v) != `{"x":1}` {
+		t.Errorf("value %q", v)
+	}
+	got := map[string]string{}
+	for _, h := range out.Headers {
+		got[string(h.Key)] = string(h.Value)
+	}
+	want := map[string]string{"ce_id": "evt_1", "ce_type": "contact.created", "webhook_id": "msg_1", "dlq_replay_count": "2"}
+	if len(got) != len(want) {
+		t.Errorf("headers %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("header %s = %q, want %q", k, got[k], v)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/acmecrm/integration-service/pkg/config"
-	"github.com/acmecrm/integration-service/pkg/record"
 )
 
 func hdr(kv ...string) []*sarama.RecordHeader {
@@ -70,31 +69,5 @@ func TestFilter(t *testing.T) {
 	f, _ := NewFilter(config.Replay{Since: "2026-11-26T09:00:00Z"})
 	if f.Match(Entry{}) {
 		t.Error("a record without dlq_failed_at passed a bounded window")
-	}
-}
-
-func TestReplayMessage(t *testing.T) {
-	m := &sarama.ConsumerMessage{Key: []byte("c-1"), Value: []byte(`{"x":1}`), Headers: hdr(
-		"ce_id", "evt_1", "ce_type", "contact.created", "webhook_id", "msg_1",
-		"dlq_original_topic", "contact-events", "dlq_error", "boom", "dlq_error_kind", "transient", "dlq_replay_count", "1")}
-	out := record.ReplayMessage("contact-events", m)
-	if k, _ := out.Key.Encode(); string(k) != "c-1" {
-		t.Errorf("key %q", k)
-	}
-	if v, _ := out.Value.Encode(); string(v) != `{"x":1}` {
-		t.Errorf("value %q", v)
-	}
-	got := map[string]string{}
-	for _, h := range out.Headers {
-		got[string(h.Key)] = string(h.Value)
-	}
-	want := map[string]string{"ce_id": "evt_1", "ce_type": "contact.created", "webhook_id": "msg_1", "dlq_replay_count": "2"}
-	if len(got) != len(want) {
-		t.Errorf("headers %v, want %v", got, want)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("header %s = %q, want %q", k, got[k], v)
-		}
 	}
 }

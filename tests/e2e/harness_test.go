@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -28,11 +29,10 @@ var brokers = func() string {
 }()
 
 func TestMain(m *testing.M) {
-	for _, a := range os.Args {
-		if a == "-test.short=true" {
-			fmt.Println("e2e: skipped in -short mode")
-			os.Exit(0)
-		}
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e: skipped in -short mode")
+		os.Exit(0)
 	}
 	conn, err := net.DialTimeout("tcp", strings.Split(brokers, ",")[0], 3*time.Second)
 	if err != nil {
