@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -319,9 +320,11 @@ func TestGatewayDrainsInFlightRequestsOnShutdown(t *testing.T) {
 	gw := startGateway(t, gatewayEnv(topics, nil))
 	s := newSender(t, gw)
 	var (
-		mu    sync.Mutex
-		acked []string
-		wg    sync.WaitGroup
+		mu       sync.Mutex
+		acked    []string
+		wg       sync.WaitGroup
+		stopAt   atomic.Pointer[time.Time]
+		straddle int // answered 202 after the stop began, having started before it
 	)
 	for w := 0; w < 20; w++ {
 		wg.Add(1)
@@ -329,6 +332,7 @@ func TestGatewayDrainsInFlightRequestsOnShutdown(t *testing.T) {
 			defer wg.Done()
 			for i := 0; ; i++ {
 				id := fmt.Sprintf("evt_%02d_%04d", w, i)
+				startedBeforeStop := stopAt.Load() == nil
 				r, err := s.send(event("contact.updated", id, fmt.Sprintf("c-%d", w)), nil)
 				if err != nil {
 					return // the listener closed: the gateway is stopping
@@ -336,14 +340,23 @@ func TestGatewayDrainsInFlightRequestsOnShutdown(t *testing.T) {
 				if r.status == 202 {
 					mu.Lock()
 					acked = append(acked, id)
+					if startedBeforeStop && stopAt.Load() != nil {
+						straddle++
+					}
 					mu.Unlock()
 				}
 			}
 		}(w)
 	}
 	time.Sleep(1500 * time.Millisecond)
+	now := time.Now()
+	stopAt.Store(&now)
 	gw.stop(t) // cancels the context: what SIGTERM does in main
 	wg.Wait()
+	// The drain is proven only if requests were in flight when it began.
+	if straddle == 0 {
+		t.Error("no request was in flight at the stop (started before, answered 202 after): the drain was not exercised")
+	}
 
 	present := map[string]bool{}
 	for _, m := range readAll(t, brokers, topics["KAFKA_TOPIC"]) {
@@ -357,7 +370,7 @@ func TestGatewayDrainsInFlightRequestsOnShutdown(t *testing.T) {
 			t.Errorf("acknowledged event %s is not in Kafka", id)
 		}
 	}
-	t.Logf("%d events acknowledged before shutdown, all in Kafka", len(acked))
+	t.Logf("%d events acknowledged, %d of them in flight when the stop began, all in Kafka", len(acked), straddle)
 }
 
 // GATEWAY_PPROF_ADDR serves Go's profiles on a port of its own; the webhook
