@@ -305,7 +305,7 @@ func TestWorkerFleetSharesAndSurvivesAMemberStopping(t *testing.T) {
 		}
 		if round == perContact/2 {
 			eventually(t, 30*time.Second, "both members applying", func() bool {
-				return strings.Contains(a.logs.String(), `"message":"applied"`) && strings.Contains(b.logs.String(), `"message":"applied"`)
+				return outcomes(t, a, "applied") > 0 && outcomes(t, b, "applied") > 0
 			})
 			a.stop(t) // mid-stream
 		}
