@@ -18,7 +18,7 @@ import (
 // partition's watermark, so it never passes an event not yet applied or
 // dead-lettered.
 type dispatcher struct {
-	proc *Processor
+	proc *processor
 	// slots bounds the events being applied at once by this process, across
 	// every partition and session.
 	slots chan struct{}
@@ -27,7 +27,7 @@ type dispatcher struct {
 	// ordering is config.OrderingKey or config.OrderingPartition.
 	ordering string
 	// outage, when set, stops the reading of new records while the API is out.
-	outage *OutageDetector
+	outage *outageDetector
 	// committed, when set, returns a partition's committed offset and its
 	// metadata, so that records finished above it by the partition's last
 	// owner are skipped.
@@ -42,7 +42,7 @@ type dispatcher struct {
 // finished records above the watermark) is brought up to date.
 const metadataInterval = 500 * time.Millisecond
 
-func newDispatcher(proc *Processor, w config.WorkerFleet, outage *OutageDetector) *dispatcher {
+func newDispatcher(proc *processor, w config.WorkerFleet, outage *outageDetector) *dispatcher {
 	return &dispatcher{proc: proc, slots: make(chan struct{}, w.MaxInFlight), buffer: w.PartitionBuffer, ordering: w.Ordering, outage: outage}
 }
 
@@ -61,7 +61,7 @@ func (h *dispatcher) Cleanup(s sarama.ConsumerGroupSession) error {
 // finished is what became of one event, reported back to its partition's loop.
 type finished struct {
 	msg     *sarama.ConsumerMessage
-	outcome Outcome
+	outcome eventOutcome
 }
 
 // ConsumeClaim runs one partition until it is revoked or the session ends:
@@ -202,7 +202,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			ready = ready[1:]
 		case f := <-done:
 			running--
-			if f.outcome == Abandoned {
+			if f.outcome == outcomeAbandoned {
 				stop() // the session is ending; the event stays unfinished, uncommitted
 				continue
 			}

@@ -133,7 +133,7 @@ func isBlocked(a *slowAPI, contact string) bool {
 	return a.active[contact] > 0
 }
 
-func newTestHandler(api ContactsAPI, maxInFlight, buffer int, ordering string) *dispatcher {
+func newTestHandler(api contactsAPI, maxInFlight, buffer int, ordering string) *dispatcher {
 	p := newTestProcessor(&fakeAPI{results: []error{nil}}, &fakeDLQ{})
 	p.API = api
 	return newDispatcher(p, config.WorkerFleet{MaxInFlight: maxInFlight, PartitionBuffer: buffer, Ordering: ordering}, nil)
@@ -377,14 +377,14 @@ func TestConsumeClaimOutageWithNothingInFlight(t *testing.T) {
 	api := newSlowAPI(0)
 	claim, n := feed(6, 1)
 	h := newTestHandler(api, 4, 100, config.OrderingKey)
-	out := NewOutageDetector(config.Outage{Window: time.Minute, MinCalls: 1, FailureRatio: 0.5, MinContacts: 1, ProbeInterval: 50 * time.Millisecond}, nil)
+	out := newOutageDetector(config.Outage{Window: time.Minute, MinCalls: 1, FailureRatio: 0.5, MinContacts: 1, ProbeInterval: 50 * time.Millisecond}, nil)
 	out.Record(context.Background(), "x", &contacts.TransientError{Status: 503})
 	if !out.Out() {
 		t.Fatal("not out")
 	}
 	h.outage = out
 	h.proc.Outage = out
-	h.proc.Retrier = NewRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: time.Second}, out)
+	h.proc.Retrier = newRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: time.Second}, out)
 	s, cancel, done := runClaim(t, h, claim)
 	waitFor(t, "everything applied after the probe", func() bool { return s.mark() == int64(n) })
 	cancel()

@@ -16,11 +16,11 @@ import (
 	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
 
-// Publisher writes records to one topic through a durable (acks=all,
+// publisher writes records to one topic through a durable (acks=all,
 // idempotent) producer, retrying until Kafka acknowledges or ctx ends: an
 // event is never skipped because a topic was briefly unavailable, and a
 // stop or a revoked partition is never held up by a send that hangs.
-type Publisher struct {
+type publisher struct {
 	Producer kafka.Enqueuer
 	Topic    string
 	// Failures counts failed attempts (each is retried).
@@ -33,7 +33,7 @@ type Publisher struct {
 
 // Publish sends the record build returns, again until it is acknowledged
 // or ctx ends (then ctx's error).
-func (p *Publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, build func() *sarama.ProducerMessage) error {
+func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, build func() *sarama.ProducerMessage) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
@@ -59,6 +59,6 @@ func (p *Publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 }
 
 // DeadLetter implements DeadLetterer.
-func (p *Publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) error {
+func (p *publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) error {
 	return p.Publish(ctx, m, func() *sarama.ProducerMessage { return record.DeadLetterMessage(p.Topic, m, f) })
 }

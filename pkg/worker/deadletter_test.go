@@ -39,7 +39,7 @@ func (f *flakyKafka) Enqueue(ctx context.Context, msg *sarama.ProducerMessage) e
 func TestDeadLetterPublishIsRetriedUntilAcknowledged(t *testing.T) {
 	kafka := &flakyKafka{fail: 2}
 	failures := prometheus.NewCounter(prometheus.CounterOpts{Name: "f"})
-	p := &Publisher{Producer: kafka, Topic: "contact-events-dlq", Failures: failures, Log: zerolog.Nop()}
+	p := &publisher{Producer: kafka, Topic: "contact-events-dlq", Failures: failures, Log: zerolog.Nop()}
 	m := &sarama.ConsumerMessage{Topic: "contact-events", Key: []byte("c-1"), Value: []byte(`{}`), Headers: []*sarama.RecordHeader{{Key: []byte("ce_id"), Value: []byte("evt_1")}}}
 	start := time.Now()
 	if err := p.DeadLetter(context.Background(), m, record.Failure{Err: errors.New("422"), Kind: record.KindPermanent}); err != nil {
@@ -60,7 +60,7 @@ func TestDeadLetterPublishIsRetriedUntilAcknowledged(t *testing.T) {
 // committed, and redelivered to the next owner).
 func TestDeadLetterPublishStopsWithCtx(t *testing.T) {
 	kafka := &flakyKafka{fail: 1 << 30}
-	p := &Publisher{Producer: kafka, Topic: "contact-events-dlq", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "f"}), Log: zerolog.Nop()}
+	p := &publisher{Producer: kafka, Topic: "contact-events-dlq", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "f"}), Log: zerolog.Nop()}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	err := p.DeadLetter(ctx, &sarama.ConsumerMessage{Key: []byte("c-1")}, record.Failure{Err: errors.New("x"), Kind: record.KindPermanent})

@@ -10,7 +10,7 @@ import (
 	"github.com/acmecrm/integration-service/pkg/contacts"
 )
 
-// OutageDetector tells an outage of the Contacts API (most calls failing
+// outageDetector tells an outage of the Contacts API (most calls failing
 // transiently, across many contacts) from contacts that fail on their own.
 // During an outage the worker takes no new records, does not dead-letter
 // events for running out of retry time (it is not their fault), and lets
@@ -19,7 +19,7 @@ import (
 // an outage the per-event retry budget and dead-lettering apply.
 //
 // It is safe for concurrent use; one serves the whole process.
-type OutageDetector struct {
+type outageDetector struct {
 	cfg config.Outage
 	now func() time.Time
 	// onChange is told of each transition (metrics, logs, pausing fetches);
@@ -46,19 +46,19 @@ type bucket struct {
 	calls, failures int
 }
 
-// NewOutageDetector returns a detector with the configured thresholds;
+// newOutageDetector returns a detector with the configured thresholds;
 // onChange may be nil.
-func NewOutageDetector(cfg config.Outage, onChange func(out bool, why string)) *OutageDetector {
+func newOutageDetector(cfg config.Outage, onChange func(out bool, why string)) *outageDetector {
 	if onChange == nil {
 		onChange = func(bool, string) {}
 	}
-	return &OutageDetector{cfg: cfg, now: time.Now, onChange: onChange, failing: map[string]time.Time{}, pruneAt: 1024}
+	return &outageDetector{cfg: cfg, now: time.Now, onChange: onChange, failing: map[string]time.Time{}, pruneAt: 1024}
 }
 
 // Record counts the result of one call to the Contacts API for contact.
 // A call cut short by the worker itself (ctx ended) says nothing of the API
 // and is not counted.
-func (o *OutageDetector) Record(ctx context.Context, contact string, err error) {
+func (o *outageDetector) Record(ctx context.Context, contact string, err error) {
 	if err != nil && ctx.Err() != nil {
 		return
 	}
@@ -117,7 +117,7 @@ func (o *OutageDetector) Record(ctx context.Context, contact string, err error) 
 
 // prune forgets the contacts whose last failure left the window. The
 // caller holds mu.
-func (o *OutageDetector) prune(now time.Time) {
+func (o *outageDetector) prune(now time.Time) {
 	cut := now.Add(-o.cfg.Window)
 	for c, at := range o.failing {
 		if at.Before(cut) {
@@ -128,7 +128,7 @@ func (o *OutageDetector) prune(now time.Time) {
 }
 
 // Out reports whether the API is out now.
-func (o *OutageDetector) Out() bool {
+func (o *outageDetector) Out() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.out
@@ -136,7 +136,7 @@ func (o *OutageDetector) Out() bool {
 
 // Ended returns a channel closed when the current outage ends, or nil when
 // there is none (a nil channel never receives: select on it freely).
-func (o *OutageDetector) Ended() <-chan struct{} {
+func (o *outageDetector) Ended() <-chan struct{} {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.out {
@@ -148,7 +148,7 @@ func (o *OutageDetector) Ended() <-chan struct{} {
 // Admit returns when a call may be made: at once outside an outage; during
 // one, when this caller gets the next probe slot or the outage ends. It
 // returns how long the caller was held back, or ctx's error.
-func (o *OutageDetector) Admit(ctx context.Context) (time.Duration, error) {
+func (o *outageDetector) Admit(ctx context.Context) (time.Duration, error) {
 	start := o.now()
 	for {
 		o.mu.Lock()

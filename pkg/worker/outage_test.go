@@ -61,7 +61,7 @@ func TestOutageDetection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var changes []bool
-			o := NewOutageDetector(testOutage, func(out bool, _ string) { changes = append(changes, out) })
+			o := newOutageDetector(testOutage, func(out bool, _ string) { changes = append(changes, out) })
 			for _, c := range tt.calls {
 				o.Record(context.Background(), c.contact, c.err)
 			}
@@ -77,7 +77,7 @@ func TestOutageDetection(t *testing.T) {
 
 func TestOutageWindowForgetsOldCalls(t *testing.T) {
 	c := &clock{t: time.Unix(0, 0)}
-	o := NewOutageDetector(testOutage, nil)
+	o := newOutageDetector(testOutage, nil)
 	o.now = c.now
 	for _, r := range calls(9, 9, down) {
 		o.Record(context.Background(), r.contact, r.err)
@@ -91,7 +91,7 @@ func TestOutageWindowForgetsOldCalls(t *testing.T) {
 
 // A call the worker cancelled itself says nothing of the API.
 func TestOutageIgnoresCancelledCalls(t *testing.T) {
-	o := NewOutageDetector(testOutage, nil)
+	o := newOutageDetector(testOutage, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for _, r := range calls(20, 5, down) {
@@ -107,7 +107,7 @@ func TestOutageIgnoresCancelledCalls(t *testing.T) {
 func TestOutageAdmitProbesThenReleases(t *testing.T) {
 	c := &clock{t: time.Unix(0, 0)}
 	var changes []bool
-	o := NewOutageDetector(testOutage, func(out bool, _ string) { changes = append(changes, out) })
+	o := newOutageDetector(testOutage, func(out bool, _ string) { changes = append(changes, out) })
 	o.now = c.now
 	if _, err := o.Admit(context.Background()); err != nil {
 		t.Fatal("held back outside an outage")
@@ -162,8 +162,8 @@ func TestOutageAdmitProbesThenReleases(t *testing.T) {
 // through one is not dead-lettered; outside one it is.
 func TestRetrierKeepsRetryingThroughAnOutage(t *testing.T) {
 	cfg := config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 2 * time.Millisecond, MaxElapsedTime: 20 * time.Millisecond}
-	o := NewOutageDetector(config.Outage{Window: time.Minute, MinCalls: 1, FailureRatio: 0.5, MinContacts: 1, ProbeInterval: time.Millisecond}, nil)
-	r := NewRetrier(cfg, o)
+	o := newOutageDetector(config.Outage{Window: time.Minute, MinCalls: 1, FailureRatio: 0.5, MinContacts: 1, ProbeInterval: time.Millisecond}, nil)
+	r := newRetrier(cfg, o)
 	start := time.Now()
 	n, err := r.Do(context.Background(), func(ctx context.Context) error {
 		var err error
@@ -177,10 +177,10 @@ func TestRetrierKeepsRetryingThroughAnOutage(t *testing.T) {
 		t.Errorf("got %v after %d attempts, want applied after the outage", err, n)
 	}
 	// The same failure with no outage (one contact is not one): dead-lettered.
-	alone := NewOutageDetector(testOutage, nil)
-	r = NewRetrier(cfg, alone)
+	alone := newOutageDetector(testOutage, nil)
+	r = newRetrier(cfg, alone)
 	_, err = r.Do(context.Background(), func(ctx context.Context) error { alone.Record(ctx, "c", down); return down }, func(int, error, time.Duration) {})
-	if !errors.Is(err, ErrRetriesExhausted) {
+	if !errors.Is(err, errRetriesExhausted) {
 		t.Errorf("got %v, want retries exhausted", err)
 	}
 }

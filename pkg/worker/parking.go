@@ -11,7 +11,7 @@ import (
 	"github.com/acmecrm/integration-service/pkg/record"
 )
 
-// Parking keeps each contact's events in order through the DLQ. Once an
+// parkingState keeps each contact's events in order through the DLQ. Once an
 // event of a contact is dead-lettered (any kind), the contact is parked
 // behind it: its later events are written to the DLQ in order (kind
 // parked, dlq_parked_behind the head) and not applied, until a replay
@@ -20,15 +20,15 @@ import (
 // Which contacts are parked is written to the parked topic before the
 // event's offset can be committed, and is read back by whoever holds the
 // partition next.
-type Parking struct {
+type parkingState struct {
 	Store *parking.Store
 	// Writer writes a contact's record to the parked topic, to the
 	// partition of its events.
-	Writer *Publisher
+	Writer *publisher
 }
 
 // process is Process for a record that has a contact (its key).
-func (pk *Parking) process(ctx context.Context, p *Processor, log zerolog.Logger, m *sarama.ConsumerMessage, id string) Outcome {
+func (pk *parkingState) process(ctx context.Context, p *processor, log zerolog.Logger, m *sarama.ConsumerMessage, id string) eventOutcome {
 	e, _ := pk.Store.Get(m.Partition, string(m.Key))
 	e.ContactID = string(m.Key)
 	replayed := record.ReplayCount(m.Headers) > 0
@@ -36,9 +36,9 @@ func (pk *Parking) process(ctx context.Context, p *Processor, log zerolog.Logger
 	case replayed && e.WasReleased(id):
 		// Applied by a release already: a copy delivered again, or an
 		// older DLQ copy replayed later, must not write older data.
-		p.Metrics.events.WithLabelValues("unknown", string(AlreadyApplied)).Inc()
+		p.Metrics.events.WithLabelValues("unknown", string(outcomeAlreadyApplied)).Inc()
 		log.Warn().Str("contact_id", e.ContactID).Msg("replayed copy of an event a release already applied: not applied again")
-		return AlreadyApplied
+		return outcomeAlreadyApplied
 
 	case record.IsDiscard(m) || e.IsDiscarded(id):
 		// Never applied. A discard of the head releases what follows it.
@@ -48,37 +48,37 @@ func (pk *Parking) process(ctx context.Context, p *Processor, log zerolog.Logger
 				e.Events = e.Events[1:]
 			}
 			if !pk.write(ctx, p, log, m, e) {
-				return Abandoned
+				return outcomeAbandoned
 			}
 		}
 		return p.discarded(log, id)
 
 	case !e.Parked():
 		out, kind := p.apply(ctx, log, m, record.Failure{})
-		if out != DeadLettered {
+		if out != outcomeDeadLettered {
 			return out
 		}
 		e.Events, e.HeadKind, e.Since = []string{id}, string(kind), p.Now().UTC()
 		if !pk.write(ctx, p, log, m, e) {
-			return Abandoned
+			return outcomeAbandoned
 		}
 		log.Warn().Str("contact_id", e.ContactID).Msg("contact parked: its later events wait in the DLQ behind this one until a replay")
-		return DeadLettered
+		return outcomeDeadLettered
 
 	case e.Head() == id && replayed:
 		// The head, brought back by a replay: apply it; the events parked
 		// behind it come next in the partition, in their order.
 		out, kind := p.apply(ctx, log, m, record.Failure{})
 		switch out {
-		case Applied:
+		case outcomeApplied:
 			e.Release()
-		case DeadLettered: // failed again: still parked, behind its new copy
+		case outcomeDeadLettered: // failed again: still parked, behind its new copy
 			e.HeadKind, e.Since = string(kind), p.Now().UTC()
 		default:
 			return out
 		}
 		if !pk.write(ctx, p, log, m, e) {
-			return Abandoned
+			return outcomeAbandoned
 		}
 		if !e.Parked() {
 			log.Info().Str("contact_id", e.ContactID).Msg("contact released: every parked event applied")
@@ -89,26 +89,26 @@ func (pk *Parking) process(ctx context.Context, p *Processor, log zerolog.Logger
 		// Live, or replayed out of turn: wait behind the head, in order.
 		f := record.Failure{Err: errParked(e.Head()), Kind: record.KindParked, ParkedBehind: e.Head(), FailedAt: p.Now(), Group: p.Group}
 		if err := p.DeadLetterer.DeadLetter(ctx, m, f); err != nil {
-			return Abandoned
+			return outcomeAbandoned
 		}
 		if !slices.Contains(e.Events, id) {
 			e.Events = append(e.Events, id)
 			if !pk.write(ctx, p, log, m, e) {
-				return Abandoned
+				return outcomeAbandoned
 			}
 		}
 		p.Metrics.parkedEvents.Inc()
 		p.Metrics.deadLettered.WithLabelValues(string(record.KindParked)).Inc()
 		_, eventType := record.Identity(m)
-		p.Metrics.events.WithLabelValues(eventTypeLabel(eventType), string(Parked)).Inc()
+		p.Metrics.events.WithLabelValues(eventTypeLabel(eventType), string(outcomeParked)).Inc()
 		log.Warn().Str("contact_id", e.ContactID).Str("parked_behind", e.Head()).Int("parked_events", len(e.Events)).Msg("parked behind the contact's dead-lettered event")
-		return Parked
+		return outcomeParked
 	}
 }
 
 // write records e on the parked topic, then in the store; false when ctx
 // ended first (the event is then abandoned: not committed).
-func (pk *Parking) write(ctx context.Context, p *Processor, log zerolog.Logger, m *sarama.ConsumerMessage, e parking.Entry) bool {
+func (pk *parkingState) write(ctx context.Context, p *processor, log zerolog.Logger, m *sarama.ConsumerMessage, e parking.Entry) bool {
 	err := pk.Writer.Publish(ctx, m, func() *sarama.ProducerMessage { return parking.Message(pk.Writer.Topic, m.Partition, e) })
 	if err != nil {
 		log.Warn().Err(err).Msg("abandoned before the parked state was written; not committed")

@@ -68,7 +68,7 @@ func (s *sent) dlq() []dlqRecord {
 type parkingRig struct {
 	api            *rejectingAPI
 	dlq, parkedLog *sent
-	p              *Processor
+	p              *processor
 	store          *parking.Store
 	offset         int64
 }
@@ -77,8 +77,8 @@ func newParkingRig() *parkingRig {
 	r := &parkingRig{api: &rejectingAPI{reject: map[string]bool{}, applied: map[string][]string{}}, dlq: &sent{}, parkedLog: &sent{}, store: parking.NewStore()}
 	r.p = newTestProcessor(&fakeAPI{results: []error{nil}}, &fakeDLQ{})
 	r.p.API = r.api
-	r.p.DeadLetterer = &Publisher{Producer: r.dlq, Topic: "contact-events-dlq", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})}
-	r.p.Parking = &Parking{Store: r.store, Writer: &Publisher{Producer: r.parkedLog, Topic: "contact-events-parked", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "y"})}}
+	r.p.DeadLetterer = &publisher{Producer: r.dlq, Topic: "contact-events-dlq", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})}
+	r.p.Parking = &parkingState{Store: r.store, Writer: &publisher{Producer: r.parkedLog, Topic: "contact-events-parked", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "y"})}}
 	return r
 }
 
@@ -98,7 +98,7 @@ func (r *parkingRig) record(contact, id string, replays int, discard bool) *sara
 	return m
 }
 
-func (r *parkingRig) process(t *testing.T, contact, id string, replays int, discard bool, want Outcome) {
+func (r *parkingRig) process(t *testing.T, contact, id string, replays int, discard bool, want eventOutcome) {
 	t.Helper()
 	if got := r.p.Process(context.Background(), r.record(contact, id, replays, discard)); got != want {
 		t.Fatalf("%s: %s, want %s", id, got, want)
@@ -135,10 +135,10 @@ func (r *parkingRig) parked(t *testing.T, contact string) []string {
 func TestParkingReleaseByReplay(t *testing.T) {
 	r := newParkingRig()
 	r.api.reject["x"] = true
-	r.process(t, "x", "e1", 0, false, DeadLettered)
-	r.process(t, "y", "y1", 0, false, Applied)
-	r.process(t, "x", "e2", 0, false, Parked)
-	r.process(t, "x", "e3", 0, false, Parked)
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "y", "y1", 0, false, outcomeApplied)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
+	r.process(t, "x", "e3", 0, false, outcomeParked)
 	if got := r.parked(t, "x"); fmt.Sprint(got) != "[e1 e2 e3]" {
 		t.Fatalf("parked %v, want [e1 e2 e3]", got)
 	}
@@ -153,19 +153,19 @@ func TestParkingReleaseByReplay(t *testing.T) {
 	}
 
 	r.api.reject["x"] = false // the cause fixed; the replay puts them back in order
-	r.process(t, "x", "e1", 1, false, Applied)
-	r.process(t, "x", "e2", 1, false, Applied)
+	r.process(t, "x", "e1", 1, false, outcomeApplied)
+	r.process(t, "x", "e2", 1, false, outcomeApplied)
 	if got := r.parked(t, "x"); fmt.Sprint(got) != "[e3]" {
 		t.Errorf("parked %v after two of three, want [e3]", got)
 	}
-	r.process(t, "x", "e3", 1, false, Applied)
+	r.process(t, "x", "e3", 1, false, outcomeApplied)
 	if got := r.parked(t, "x"); len(got) != 0 {
 		t.Errorf("still parked %v", got)
 	}
 	if e, _ := r.store.Get(3, "x"); e.Parked() || fmt.Sprint(e.Released) != "[e1 e2 e3]" {
 		t.Errorf("released contact's entry %+v, want not parked, e1 e2 e3 released", e)
 	}
-	r.process(t, "x", "e4", 0, false, Applied)
+	r.process(t, "x", "e4", 0, false, outcomeApplied)
 	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e2 e3 e4]" {
 		t.Errorf("applied %s, want [e1 e2 e3 e4]", got)
 	}
@@ -179,11 +179,11 @@ func TestParkingReleaseByReplay(t *testing.T) {
 func TestParkingHeadFailsAgain(t *testing.T) {
 	r := newParkingRig()
 	r.api.reject["x"] = true
-	r.process(t, "x", "e1", 0, false, DeadLettered)
-	r.process(t, "x", "e2", 0, false, Parked)
-	r.process(t, "x", "e1", 1, false, DeadLettered)
-	r.process(t, "x", "e2", 1, false, Parked)
-	r.process(t, "x", "e3", 0, false, Parked) // live, meanwhile
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
+	r.process(t, "x", "e1", 1, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 1, false, outcomeParked)
+	r.process(t, "x", "e3", 0, false, outcomeParked) // live, meanwhile
 	if got := r.parked(t, "x"); fmt.Sprint(got) != "[e1 e2 e3]" {
 		t.Errorf("parked %v, want [e1 e2 e3]", got)
 	}
@@ -201,10 +201,10 @@ func TestParkingHeadFailsAgain(t *testing.T) {
 func TestParkingReplayOutOfTurn(t *testing.T) {
 	r := newParkingRig()
 	r.api.reject["x"] = true
-	r.process(t, "x", "e1", 0, false, DeadLettered)
-	r.process(t, "x", "e2", 0, false, Parked)
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
 	r.api.reject["x"] = false
-	r.process(t, "x", "e2", 1, false, Parked)
+	r.process(t, "x", "e2", 1, false, outcomeParked)
 	if len(r.api.applied["x"]) != 0 {
 		t.Errorf("applied %v ahead of the head", r.api.applied["x"])
 	}
@@ -215,15 +215,15 @@ func TestParkingReplayOutOfTurn(t *testing.T) {
 func TestParkingDiscardHead(t *testing.T) {
 	r := newParkingRig()
 	r.api.reject["x"] = true
-	r.process(t, "x", "e1", 0, false, DeadLettered)
-	r.process(t, "x", "e2", 0, false, Parked)
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
 	r.api.reject["x"] = false
-	r.process(t, "x", "e1", 1, true, Discarded)
-	r.process(t, "x", "e2", 1, false, Applied)
+	r.process(t, "x", "e1", 1, true, outcomeDiscarded)
+	r.process(t, "x", "e2", 1, false, outcomeApplied)
 	if got := r.parked(t, "x"); len(got) != 0 {
 		t.Errorf("still parked %v", got)
 	}
-	r.process(t, "x", "e1", 1, false, Discarded) // a copy replayed from the DLQ's beginning
+	r.process(t, "x", "e1", 1, false, outcomeDiscarded) // a copy replayed from the DLQ's beginning
 	if got := fmt.Sprint(r.api.applied["x"]); got != "[e2]" {
 		t.Errorf("applied %s, want [e2]: e1 was discarded", got)
 	}
@@ -238,7 +238,7 @@ func TestParkingNeedsAContact(t *testing.T) {
 	r := newParkingRig()
 	m := r.record("", "bad", 0, false)
 	m.Value = []byte(`{"event_type":`)
-	if got := r.p.Process(context.Background(), m); got != DeadLettered {
+	if got := r.p.Process(context.Background(), m); got != outcomeDeadLettered {
 		t.Fatalf("%s, want dead_lettered", got)
 	}
 	if len(r.parkedLog.msgs) != 0 {
@@ -252,16 +252,16 @@ func TestParkingNeedsAContact(t *testing.T) {
 func TestParkingLiveEventDuringRelease(t *testing.T) {
 	r := newParkingRig()
 	r.api.reject["x"] = true
-	r.process(t, "x", "e1", 0, false, DeadLettered)
-	r.process(t, "x", "e2", 0, false, Parked)
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
 	r.api.reject["x"] = false
-	r.process(t, "x", "e1", 1, false, Applied)
-	r.process(t, "x", "e3", 0, false, Parked) // live, between the put-back e1 and e2
-	r.process(t, "x", "e2", 1, false, Applied)
+	r.process(t, "x", "e1", 1, false, outcomeApplied)
+	r.process(t, "x", "e3", 0, false, outcomeParked) // live, between the put-back e1 and e2
+	r.process(t, "x", "e2", 1, false, outcomeApplied)
 	if got := r.parked(t, "x"); fmt.Sprint(got) != "[e3]" {
 		t.Fatalf("parked %v, want [e3]", got)
 	}
-	r.process(t, "x", "e3", 1, false, Applied) // the next release
+	r.process(t, "x", "e3", 1, false, outcomeApplied) // the next release
 	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e2 e3]" {
 		t.Errorf("applied %s, want [e1 e2 e3]", got)
 	}
@@ -276,18 +276,18 @@ func TestParkingLiveEventDuringRelease(t *testing.T) {
 func TestParkingReleasedCopiesAreNotAppliedAgain(t *testing.T) {
 	r := newParkingRig()
 	r.api.reject["x"] = true
-	r.process(t, "x", "e1", 0, false, DeadLettered)
-	r.process(t, "x", "e2", 0, false, Parked)
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
 	r.api.reject["x"] = false
-	r.process(t, "x", "e1", 1, false, Applied)
-	r.process(t, "x", "e1", 1, false, AlreadyApplied) // delivered again
+	r.process(t, "x", "e1", 1, false, outcomeApplied)
+	r.process(t, "x", "e1", 1, false, outcomeAlreadyApplied) // delivered again
 	if got := r.parked(t, "x"); fmt.Sprint(got) != "[e2]" {
 		t.Fatalf("parked %v, want [e2]: not behind the applied e1", got)
 	}
-	r.process(t, "x", "e2", 1, false, Applied)
-	r.process(t, "x", "e3", 0, false, Applied)
-	r.process(t, "x", "e1", 1, false, AlreadyApplied) // a routine replay of the old copies
-	r.process(t, "x", "e2", 2, false, AlreadyApplied)
+	r.process(t, "x", "e2", 1, false, outcomeApplied)
+	r.process(t, "x", "e3", 0, false, outcomeApplied)
+	r.process(t, "x", "e1", 1, false, outcomeAlreadyApplied) // a routine replay of the old copies
+	r.process(t, "x", "e2", 2, false, outcomeAlreadyApplied)
 	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e2 e3]" {
 		t.Errorf("applied %s, want [e1 e2 e3] and nothing older after e3", got)
 	}

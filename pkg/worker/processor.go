@@ -17,8 +17,8 @@ import (
 	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
 
-// ContactsAPI is what the handlers need of the Contacts API.
-type ContactsAPI interface {
+// contactsAPI is what the handlers need of the Contacts API.
+type contactsAPI interface {
 	Put(ctx context.Context, c contacts.Contact, idempotencyKey string) error
 	Delete(ctx context.Context, contactID, idempotencyKey string) error
 }
@@ -26,46 +26,46 @@ type ContactsAPI interface {
 // call applies ev to the Contacts API, with the event id as the
 // idempotency key so that a redelivered event changes nothing. Parse has
 // refused every other event type.
-func call(ctx context.Context, api ContactsAPI, ev acmecrm.Event) error {
+func call(ctx context.Context, api contactsAPI, ev acmecrm.Event) error {
 	if ev.EventType == acmecrm.ContactDeleted {
 		return api.Delete(ctx, ev.Data.ContactID, ev.EventID)
 	}
 	return api.Put(ctx, contacts.FromEvent(ev), ev.EventID) // created, updated
 }
 
-// DeadLetterer publishes the dead-letter record of a failed event; it
+// deadLetterer publishes the dead-letter record of a failed event; it
 // returns nil once Kafka acknowledged it, or ctx's error.
-type DeadLetterer interface {
+type deadLetterer interface {
 	DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) error
 }
 
-// Outcome is what became of an event.
-type Outcome string
+// eventOutcome is what became of an event.
+type eventOutcome string
 
 // The outcomes of Process.
 const (
-	Applied      Outcome = "applied"
-	DeadLettered Outcome = "dead_lettered"
-	Abandoned    Outcome = "abandoned"
-	// Parked: written to the DLQ behind its contact's unresolved head, not tried.
-	Parked Outcome = "parked"
-	// Discarded: an SRE dropped it; never applied.
-	Discarded Outcome = "discarded"
-	// AlreadyApplied: a replayed copy of an event a release applied before.
-	AlreadyApplied Outcome = "already_applied"
+	outcomeApplied      eventOutcome = "applied"
+	outcomeDeadLettered eventOutcome = "dead_lettered"
+	outcomeAbandoned    eventOutcome = "abandoned"
+	// outcomeParked: written to the DLQ behind its contact's unresolved head, not tried.
+	outcomeParked eventOutcome = "parked"
+	// outcomeDiscarded: an SRE dropped it; never applied.
+	outcomeDiscarded eventOutcome = "discarded"
+	// outcomeAlreadyApplied: a replayed copy of an event a release applied before.
+	outcomeAlreadyApplied eventOutcome = "already_applied"
 )
 
-// Processor applies one event: parse, call the Contacts API, retry
+// processor applies one event: parse, call the Contacts API, retry
 // transient failures, dead-letter what cannot be applied.
-type Processor struct {
+type processor struct {
 	// API is the Contacts API the events are applied to.
-	API     ContactsAPI
-	Retrier *Retrier
+	API     contactsAPI
+	Retrier *retrier
 	// Outage, when set, is told of every call's result.
-	Outage       *OutageDetector
-	DeadLetterer DeadLetterer
+	Outage       *outageDetector
+	DeadLetterer deadLetterer
 	// Parking, when set, keeps each contact's order through the DLQ.
-	Parking *Parking
+	Parking *parkingState
 	Group   string
 	Metrics *Metrics
 	// Tracer makes the span of each event (the child of the span that wrote
@@ -79,12 +79,12 @@ type Processor struct {
 // event's offset may be committed, and Abandoned when ctx ended first
 // (shutdown or the partition revoked): the event is then neither applied
 // nor dead-lettered, and another member will get it again.
-func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out Outcome) {
+func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out eventOutcome) {
 	id, _ := record.Identity(m)
 	ctx, span := telemetry.StartProcess(ctx, p.Tracer, m, p.Group, trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key))))
 	defer func() {
 		span.SetAttributes(telemetry.Outcome(string(out)))
-		if out == DeadLettered {
+		if out == outcomeDeadLettered {
 			span.SetStatus(codes.Error, "dead-lettered")
 		}
 		span.End()
@@ -110,7 +110,7 @@ func (p *Processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out
 // apply parses, applies, retries and dead-letters one event (f carries what
 // a dead letter must say beyond the failure); it returns the outcome and,
 // for a dead letter, its kind.
-func (p *Processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, f record.Failure) (Outcome, record.Kind) {
+func (p *processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, f record.Failure) (eventOutcome, record.Kind) {
 	ev, err := acmecrm.Parse(m.Value)
 	if err != nil {
 		f.Err, f.Kind = fmt.Errorf("unparseable event: %w", err), record.KindInvalid
@@ -143,14 +143,14 @@ func (p *Processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 	f.Err, f.Attempts = err, attempts
 	switch {
 	case err == nil:
-		p.Metrics.events.WithLabelValues(ev.EventType, string(Applied)).Inc()
+		p.Metrics.events.WithLabelValues(ev.EventType, string(outcomeApplied)).Inc()
 		log.Info().Str("event_type", ev.EventType).Int("attempts", attempts).Msg("applied")
-		return Applied, ""
+		return outcomeApplied, ""
 	case ctx.Err() != nil:
-		p.Metrics.events.WithLabelValues(ev.EventType, string(Abandoned)).Inc()
+		p.Metrics.events.WithLabelValues(ev.EventType, string(outcomeAbandoned)).Inc()
 		log.Info().Int("attempts", attempts).Msg("abandoned: stopping or partition revoked; not committed")
-		return Abandoned, ""
-	case errors.Is(err, ErrRetriesExhausted):
+		return outcomeAbandoned, ""
+	case errors.Is(err, errRetriesExhausted):
 		f.Kind = record.KindTransient
 	default:
 		f.Kind = record.KindPermanent
@@ -158,24 +158,24 @@ func (p *Processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 	return p.deadLetter(ctx, log, m, ev.EventType, f), f.Kind
 }
 
-func (p *Processor) discarded(log zerolog.Logger, id string) Outcome {
-	p.Metrics.events.WithLabelValues("unknown", string(Discarded)).Inc()
+func (p *processor) discarded(log zerolog.Logger, id string) eventOutcome {
+	p.Metrics.events.WithLabelValues("unknown", string(outcomeDiscarded)).Inc()
 	log.Warn().Str("discarded", id).Msg("discarded by an SRE: not applied")
-	return Discarded
+	return outcomeDiscarded
 }
 
-func (p *Processor) deadLetter(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, eventType string, f record.Failure) Outcome {
+func (p *processor) deadLetter(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, eventType string, f record.Failure) eventOutcome {
 	f.FailedAt, f.Group = p.Now(), p.Group
 	if eventType == "" {
 		eventType = "unknown"
 	}
 	if err := p.DeadLetterer.DeadLetter(ctx, m, f); err != nil {
-		p.Metrics.events.WithLabelValues(eventType, string(Abandoned)).Inc()
+		p.Metrics.events.WithLabelValues(eventType, string(outcomeAbandoned)).Inc()
 		log.Warn().Err(err).Msg("abandoned before the dead-letter record was acknowledged; not committed")
-		return Abandoned
+		return outcomeAbandoned
 	}
-	p.Metrics.events.WithLabelValues(eventType, string(DeadLettered)).Inc()
+	p.Metrics.events.WithLabelValues(eventType, string(outcomeDeadLettered)).Inc()
 	p.Metrics.deadLettered.WithLabelValues(string(f.Kind)).Inc()
 	log.Error().Err(f.Err).Str("kind", string(f.Kind)).Int("attempts", f.Attempts).Msg("dead-lettered")
-	return DeadLettered
+	return outcomeDeadLettered
 }

@@ -52,10 +52,10 @@ func (f *fakeDLQ) DeadLetter(ctx context.Context, _ *sarama.ConsumerMessage, fl 
 	return ctx.Err()
 }
 
-func newTestProcessor(api *fakeAPI, dlq *fakeDLQ) *Processor {
-	return &Processor{
+func newTestProcessor(api *fakeAPI, dlq *fakeDLQ) *processor {
+	return &processor{
 		API:          api,
-		Retrier:      NewRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, nil),
+		Retrier:      newRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, nil),
 		DeadLetterer: dlq, Group: "contact-worker", Metrics: NewMetrics(prometheus.NewRegistry()), Log: zerolog.Nop(), Now: time.Now,
 	}
 }
@@ -72,18 +72,18 @@ func TestProcess(t *testing.T) {
 		name         string
 		value        string
 		results      []error
-		want         Outcome
+		want         eventOutcome
 		wantCalls    []apiCall
 		wantKind     record.Kind
 		wantAttempts int
 	}{
-		{"created", created, []error{nil}, Applied, []apiCall{{"PUT", "1234", "evt_1"}}, "", 0},
-		{"updated", strings.Replace(created, "created", "updated", 1), []error{nil}, Applied, []apiCall{{"PUT", "1234", "evt_1"}}, "", 0},
-		{"deleted", strings.Replace(created, "created", "deleted", 1), []error{nil}, Applied, []apiCall{{"DELETE", "1234", "evt_1"}}, "", 0},
-		{"503 twice then 200", created, []error{transient, transient, nil}, Applied, []apiCall{{"PUT", "1234", "evt_1"}, {"PUT", "1234", "evt_1"}, {"PUT", "1234", "evt_1"}}, "", 0},
-		{"400", created, []error{&contacts.PermanentError{Status: 400, Err: errors.New("bad")}}, DeadLettered, []apiCall{{"PUT", "1234", "evt_1"}}, record.KindPermanent, 1},
-		{"invalid JSON", `{"event_type":`, nil, DeadLettered, nil, record.KindInvalid, 0},
-		{"unknown type, refused by the parser", strings.Replace(created, "contact.created", "contact.merged", 1), nil, DeadLettered, nil, record.KindInvalid, 0},
+		{"created", created, []error{nil}, outcomeApplied, []apiCall{{"PUT", "1234", "evt_1"}}, "", 0},
+		{"updated", strings.Replace(created, "created", "updated", 1), []error{nil}, outcomeApplied, []apiCall{{"PUT", "1234", "evt_1"}}, "", 0},
+		{"deleted", strings.Replace(created, "created", "deleted", 1), []error{nil}, outcomeApplied, []apiCall{{"DELETE", "1234", "evt_1"}}, "", 0},
+		{"503 twice then 200", created, []error{transient, transient, nil}, outcomeApplied, []apiCall{{"PUT", "1234", "evt_1"}, {"PUT", "1234", "evt_1"}, {"PUT", "1234", "evt_1"}}, "", 0},
+		{"400", created, []error{&contacts.PermanentError{Status: 400, Err: errors.New("bad")}}, outcomeDeadLettered, []apiCall{{"PUT", "1234", "evt_1"}}, record.KindPermanent, 1},
+		{"invalid JSON", `{"event_type":`, nil, outcomeDeadLettered, nil, record.KindInvalid, 0},
+		{"unknown type, refused by the parser", strings.Replace(created, "contact.created", "contact.merged", 1), nil, outcomeDeadLettered, nil, record.KindInvalid, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +100,7 @@ func TestProcess(t *testing.T) {
 					t.Errorf("call %d: %v, want %v", i, api.calls[i], tt.wantCalls[i])
 				}
 			}
-			if tt.want != DeadLettered {
+			if tt.want != outcomeDeadLettered {
 				if len(dlq.failures) != 0 {
 					t.Errorf("dead-lettered %v", dlq.failures)
 				}
@@ -128,7 +128,7 @@ func TestProcessTransform(t *testing.T) {
 
 func TestProcessExhaustedIsTransientKind(t *testing.T) {
 	api, dlq := &fakeAPI{results: []error{&contacts.TransientError{Status: 503, Err: errors.New("down")}}}, &fakeDLQ{}
-	if got := newTestProcessor(api, dlq).Process(context.Background(), msg(created)); got != DeadLettered {
+	if got := newTestProcessor(api, dlq).Process(context.Background(), msg(created)); got != outcomeDeadLettered {
 		t.Fatalf("outcome %s, want dead_lettered", got)
 	}
 	f := dlq.failures[0]
@@ -141,10 +141,10 @@ func TestProcessExhaustedIsTransientKind(t *testing.T) {
 func TestProcessAbandonsOnStop(t *testing.T) {
 	api, dlq := &fakeAPI{results: []error{&contacts.TransientError{Status: 503, Err: errors.New("down")}}}, &fakeDLQ{}
 	p := newTestProcessor(api, dlq)
-	p.Retrier = NewRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}, nil)
+	p.Retrier = newRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
-	if got := p.Process(ctx, msg(created)); got != Abandoned || len(dlq.failures) != 0 {
+	if got := p.Process(ctx, msg(created)); got != outcomeAbandoned || len(dlq.failures) != 0 {
 		t.Errorf("outcome %s with %d dead letters, want abandoned with none", got, len(dlq.failures))
 	}
 }

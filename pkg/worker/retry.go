@@ -12,24 +12,24 @@ import (
 	"github.com/acmecrm/integration-service/pkg/contacts"
 )
 
-// ErrRetriesExhausted wraps the last transient error once the retry budget
+// errRetriesExhausted wraps the last transient error once the retry budget
 // (max elapsed time) is spent.
-var ErrRetriesExhausted = errors.New("retries exhausted")
+var errRetriesExhausted = errors.New("retries exhausted")
 
-// Retrier retries transient failures with exponential backoff and jitter
+// retrier retries transient failures with exponential backoff and jitter
 // (cenkalti/backoff), honouring Retry-After, until the budget is spent.
-type Retrier struct {
+type retrier struct {
 	cfg config.Retry
 	// gate, when set, holds attempts back during an outage of the API and
 	// keeps an outage from spending the budget.
-	gate Gate
+	gate retryGate
 	// sleep waits d or until ctx ends; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 	now   func() time.Time
 }
 
-// Gate is what the retrier needs of the outage detector (OutageDetector).
-type Gate interface {
+// retryGate is what the retrier needs of the outage detector (OutageDetector).
+type retryGate interface {
 	// Admit returns when an attempt may be made, with how long it held the
 	// caller back, or ctx's error.
 	Admit(ctx context.Context) (time.Duration, error)
@@ -37,14 +37,14 @@ type Gate interface {
 	Out() bool
 }
 
-// NewRetrier returns a retrier with the configured backoff; gate may be nil.
+// newRetrier returns a retrier with the configured backoff; gate may be nil.
 // It holds no state between calls, so one serves every partition.
-func NewRetrier(cfg config.Retry, gate Gate) *Retrier {
-	return &Retrier{cfg: cfg, gate: gate, sleep: sleepCtx, now: time.Now}
+func newRetrier(cfg config.Retry, gate retryGate) *retrier {
+	return &retrier{cfg: cfg, gate: gate, sleep: sleepCtx, now: time.Now}
 }
 
-// OnRetry is told of each failed attempt before its wait (logs, metrics).
-type OnRetry func(attempt int, err error, wait time.Duration)
+// retryNotify is told of each failed attempt before its wait (logs, metrics).
+type retryNotify func(attempt int, err error, wait time.Duration)
 
 // Do runs op until it succeeds, fails other than transiently, the budget is
 // spent (the error then wraps ErrRetriesExhausted and the last failure), or
@@ -54,7 +54,7 @@ type OnRetry func(attempt int, err error, wait time.Duration)
 // The budget counts the time spent outside an outage only: time held back
 // by the gate does not count, and a budget that runs out while the API is
 // out for everyone starts again, so an outage dead-letters nothing.
-func (r *Retrier) Do(ctx context.Context, op func(context.Context) error, onRetry OnRetry) (int, error) {
+func (r *retrier) Do(ctx context.Context, op func(context.Context) error, onRetry retryNotify) (int, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = r.cfg.InitialInterval
 	b.Multiplier = r.cfg.Multiplier
@@ -88,7 +88,7 @@ func (r *Retrier) Do(ctx context.Context, op func(context.Context) error, onRetr
 		}
 		if r.now().Sub(start)-held+wait > r.cfg.MaxElapsedTime {
 			if r.gate == nil || !r.gate.Out() {
-				return attempt, fmt.Errorf("%w after %d attempts: %w", ErrRetriesExhausted, attempt, err)
+				return attempt, fmt.Errorf("%w after %d attempts: %w", errRetriesExhausted, attempt, err)
 			}
 			start, held = r.now(), 0 // out for everyone: not this event's fault
 		}

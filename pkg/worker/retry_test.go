@@ -14,8 +14,8 @@ var testRetry = config.Retry{InitialInterval: 100 * time.Millisecond, Multiplier
 
 // fakeSleep records the waits instead of sleeping, and moves no clock: the
 // budget is then spent only by Retry-After waits longer than it.
-func newTestRetrier(waits *[]time.Duration) *Retrier {
-	r := NewRetrier(testRetry, nil)
+func newTestRetrier(waits *[]time.Duration) *retrier {
+	r := newRetrier(testRetry, nil)
 	r.sleep = func(ctx context.Context, d time.Duration) error {
 		*waits = append(*waits, d)
 		return ctx.Err()
@@ -54,7 +54,7 @@ func TestRetrier(t *testing.T) {
 				t.Errorf("waits %v, want [3s]", waits)
 			}
 		}},
-		{"Retry-After beyond the budget", []error{&contacts.TransientError{Status: 503, RetryAfter: time.Hour, Err: errors.New("maintenance")}}, 1, ErrRetriesExhausted, nil},
+		{"Retry-After beyond the budget", []error{&contacts.TransientError{Status: 503, RetryAfter: time.Hour, Err: errors.New("maintenance")}}, 1, errRetriesExhausted, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,13 +81,13 @@ func TestRetrier(t *testing.T) {
 // With real time, a transient failure that never passes is retried until
 // the budget is spent, then reported as exhausted with the last failure.
 func TestRetrierBudget(t *testing.T) {
-	r := NewRetrier(config.Retry{InitialInterval: 10 * time.Millisecond, Multiplier: 2, MaxInterval: 40 * time.Millisecond, MaxElapsedTime: 300 * time.Millisecond}, nil)
+	r := newRetrier(config.Retry{InitialInterval: 10 * time.Millisecond, Multiplier: 2, MaxInterval: 40 * time.Millisecond, MaxElapsedTime: 300 * time.Millisecond}, nil)
 	start := time.Now()
 	retries := 0
 	n, err := r.Do(context.Background(), func(context.Context) error {
 		return &contacts.TransientError{Status: 503, Err: errors.New("down")}
 	}, func(int, error, time.Duration) { retries++ })
-	if !errors.Is(err, ErrRetriesExhausted) || !contacts.IsTransient(err) {
+	if !errors.Is(err, errRetriesExhausted) || !contacts.IsTransient(err) {
 		t.Errorf("got %v, want exhausted wrapping the transient error", err)
 	}
 	if elapsed := time.Since(start); elapsed > 2*time.Second {
@@ -100,7 +100,7 @@ func TestRetrierBudget(t *testing.T) {
 
 // Stopping ends the retries at once, with the context's error.
 func TestRetrierStopsOnCancel(t *testing.T) {
-	r := NewRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}, nil)
+	r := newRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
 	start := time.Now()

@@ -117,7 +117,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		return fmt.Errorf("joining consumer group %s: %w", w.GroupID, err)
 	}
 
-	outage := NewOutageDetector(w.Outage, func(out bool, why string) {
+	outage := newOutageDetector(w.Outage, func(out bool, why string) {
 		if out {
 			metrics.outage.Set(1)
 			metrics.outages.Inc()
@@ -164,13 +164,13 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	}
 	parkedProducer := kafka.NewProducer(pap)
 	defer parkedProducer.Close()
-	parked := &Parking{Store: parking.NewStore(), Writer: &Publisher{Producer: parkedProducer, Topic: cfg.Kafka.ParkedTopic, Failures: metrics.parkedWriteFailures, Tracer: tracer, Log: log}}
+	parked := &parkingState{Store: parking.NewStore(), Writer: &publisher{Producer: parkedProducer, Topic: cfg.Kafka.ParkedTopic, Failures: metrics.parkedWriteFailures, Tracer: tracer, Log: log}}
 	api := contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight, contacts.WithTracerProvider(tracing.Provider))
-	handler := newDispatcher(&Processor{
+	handler := newDispatcher(&processor{
 		API:          api,
-		Retrier:      NewRetrier(w.Retry, outage),
+		Retrier:      newRetrier(w.Retry, outage),
 		Outage:       outage,
-		DeadLetterer: &Publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Tracer: tracer, Log: log},
+		DeadLetterer: &publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Tracer: tracer, Log: log},
 		Parking:      parked,
 		Group:        w.GroupID,
 		Metrics:      metrics,
