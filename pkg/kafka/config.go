@@ -13,9 +13,9 @@ import (
 // the request versions older clients speak.
 var minVersion = sarama.V3_0_0_0 // a var: sarama.KafkaVersion is a struct
 
-// NewConfig returns the sarama configuration shared by every client of the
+// newConfig returns the sarama configuration shared by every client of the
 // service: client id, protocol version, timeouts and metadata retries.
-func NewConfig(c config.Kafka) (*sarama.Config, error) {
+func newConfig(c config.Kafka) (*sarama.Config, error) {
 	v, err := sarama.ParseKafkaVersion(c.Version)
 	if err != nil {
 		return nil, fmt.Errorf("kafka version %q: %w", c.Version, err)
@@ -46,7 +46,7 @@ func NewConfig(c config.Kafka) (*sarama.Config, error) {
 // idempotent so its own retries cannot duplicate a record, and records are
 // partitioned by key so that one contact's events stay in order.
 func NewProducerConfig(c config.Kafka) (*sarama.Config, error) {
-	sc, err := NewConfig(c)
+	sc, err := newConfig(c)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +73,7 @@ func NewProducerConfig(c config.Kafka) (*sarama.Config, error) {
 // every second and when a session ends; partitions are assigned with the
 // sticky strategy, so a rebalance moves as few partitions as it can.
 func NewConsumerConfig(c config.Kafka) (*sarama.Config, error) {
-	sc, err := NewConfig(c)
+	sc, err := newConfig(c)
 	if err != nil {
 		return nil, err
 	}

@@ -45,7 +45,7 @@ func Provision(client sarama.Client, specs []TopicSpec, log zerolog.Logger) erro
 		return fmt.Errorf("kafka admin: %w", err)
 	}
 	// Closing the admin would close the shared client; it holds nothing else.
-	created, err := EnsureTopics(admin, specs)
+	created, err := ensureTopics(admin, specs)
 	for _, name := range created {
 		log.Info().Str("topic", name).Msg("created topic")
 	}

@@ -55,7 +55,7 @@ func TestNewConfigVersion(t *testing.T) {
 	for _, tt := range tests {
 		k := testKafka("x:1")
 		k.Version = tt.version
-		_, err := NewConfig(k)
+		_, err := newConfig(k)
 		if (err != nil) != tt.wantErr {
 			t.Errorf("version %s: got error %v, want error %v", tt.version, err, tt.wantErr)
 		}
@@ -69,7 +69,7 @@ func TestEnsureTopicsWithKfake(t *testing.T) {
 	}
 	defer cluster.Close()
 	c := testKafka(cluster.ListenAddrs()...)
-	sc, err := NewConfig(c)
+	sc, err := newConfig(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestEnsureTopicsWithKfake(t *testing.T) {
 	}
 	defer admin.Close()
 
-	created, err := EnsureTopics(admin, Topics(c))
+	created, err := ensureTopics(admin, serviceTopics(c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestEnsureTopicsWithKfake(t *testing.T) {
 		t.Errorf("existing topic changed: got %d partitions, want 2", got)
 	}
 	// A second run (another replica starting) creates nothing and fails nothing.
-	created, err = EnsureTopics(admin, Topics(c))
+	created, err = ensureTopics(admin, serviceTopics(c))
 	if err != nil || len(created) != 0 {
 		t.Errorf("second run: created %v, err %v; want nothing, nil", created, err)
 	}
@@ -114,7 +114,7 @@ func (r *raceAdmin) CreateTopic(string, *sarama.TopicDetail, bool) error {
 
 func TestEnsureTopicsRace(t *testing.T) {
 	r := &raceAdmin{}
-	created, err := EnsureTopics(r, Topics(testKafka("x:1")))
+	created, err := ensureTopics(r, serviceTopics(testKafka("x:1")))
 	if err != nil || len(created) != 0 || r.created != 2 {
 		t.Errorf("got created %v, err %v, %d attempts; want none, nil, 2", created, err, r.created)
 	}
@@ -127,7 +127,7 @@ func (failAdmin) CreateTopic(string, *sarama.TopicDetail, bool) error {
 }
 
 func TestEnsureTopicsFailure(t *testing.T) {
-	_, err := EnsureTopics(&failAdmin{}, Topics(testKafka("x:1")))
+	_, err := ensureTopics(&failAdmin{}, serviceTopics(testKafka("x:1")))
 	if !errors.Is(err, sarama.ErrPolicyViolation) {
 		t.Errorf("got %v, want ErrPolicyViolation", err)
 	}
@@ -139,9 +139,9 @@ func TestProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := testKafka(cluster.ListenAddrs()...)
-	sc, _ := NewConfig(c)
+	sc, _ := newConfig(c)
 	p := NewProbe(c, sc)
-	if !errors.Is(p.Ready(), ErrNotChecked) {
+	if !errors.Is(p.Ready(), errNotChecked) {
 		t.Errorf("before a check: got %v, want ErrNotChecked", p.Ready())
 	}
 	if err := p.check(); err != nil {
@@ -158,7 +158,7 @@ func TestMinInSyncReplicas(t *testing.T) {
 		rf   int16
 		want int
 	}{{1, 1}, {2, 2}, {3, 2}, {5, 2}} {
-		if got := MinInSyncReplicas(tt.rf); got != tt.want {
+		if got := minInSyncReplicas(tt.rf); got != tt.want {
 			t.Errorf("replication factor %d: got %d, want %d", tt.rf, got, tt.want)
 		}
 	}
@@ -182,7 +182,7 @@ func TestConnectStopsWithContext(t *testing.T) {
 		}
 	}()
 	c := testKafka(ln.Addr().String())
-	sc, _ := NewConfig(c)
+	sc, _ := newConfig(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()

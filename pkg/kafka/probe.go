@@ -12,8 +12,8 @@ import (
 	"github.com/acmecrm/integration-service/pkg/config"
 )
 
-// ErrNotChecked is the probe's state before its first check.
-var ErrNotChecked = errors.New("kafka not checked yet")
+// errNotChecked is the probe's state before its first check.
+var errNotChecked = errors.New("kafka not checked yet")
 
 // Probe tells whether the brokers answer, checked in the background so that
 // /readyz never blocks on Kafka. It uses its own client, configured to fail
@@ -39,7 +39,7 @@ func NewProbe(c config.Kafka, base *sarama.Config) *Probe {
 	sc.Net.DialTimeout = timeout
 	sc.Net.ReadTimeout = timeout
 	sc.Net.WriteTimeout = timeout
-	return &Probe{brokers: brokers, sc: &sc, topics: topics, timeout: timeout, err: ErrNotChecked}
+	return &Probe{brokers: brokers, sc: &sc, topics: topics, timeout: timeout, err: errNotChecked}
 }
 
 // Ready returns nil when the last check reached the brokers, else why not.

@@ -23,8 +23,8 @@ type TopicSpec struct {
 	Compact bool
 }
 
-// Topics returns the specs of the events topic and the dead-letter topic.
-func Topics(c config.Kafka) []TopicSpec {
+// serviceTopics returns the specs of the events topic and the dead-letter topic.
+func serviceTopics(c config.Kafka) []TopicSpec {
 	return []TopicSpec{
 		{Name: c.Topic, Partitions: int32(c.TopicPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.TopicRetention, MaxMessageBytes: c.MaxMessageBytes},
 		{Name: c.DLQTopic, Partitions: int32(c.DLQPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.DLQRetention, MaxMessageBytes: c.MaxMessageBytes},
@@ -38,24 +38,24 @@ func ParkedTopic(c config.Kafka, partitions int32) TopicSpec {
 	return TopicSpec{Name: c.ParkedTopic, Partitions: partitions, ReplicationFactor: int16(c.ReplicationFactor), MaxMessageBytes: c.MaxMessageBytes, Compact: true}
 }
 
-// MinInSyncReplicas is the min.insync.replicas of a created topic: acks=all
+// minInSyncReplicas is the min.insync.replicas of a created topic: acks=all
 // means "written to at least this many replicas", so with 3 replicas a 202
 // survives the loss of one broker's disk. One for a single-replica topic.
-func MinInSyncReplicas(replicationFactor int16) int {
+func minInSyncReplicas(replicationFactor int16) int {
 	return int(min(replicationFactor, 2))
 }
 
-// TopicAdmin is the part of sarama.ClusterAdmin that provisioning needs.
-type TopicAdmin interface {
+// topicAdmin is the part of sarama.ClusterAdmin that provisioning needs.
+type topicAdmin interface {
 	ListTopics() (map[string]sarama.TopicDetail, error)
 	CreateTopic(topic string, detail *sarama.TopicDetail, validateOnly bool) error
 }
 
-// EnsureTopics creates the topics of specs that do not exist yet, with their
+// ensureTopics creates the topics of specs that do not exist yet, with their
 // retention.ms, max.message.bytes and min.insync.replicas, and returns the names it created. Existing topics are left as
 // they are: whoever manages them decides their settings. Another replica
 // creating the same topic at the same moment is not an error.
-func EnsureTopics(admin TopicAdmin, specs []TopicSpec) ([]string, error) {
+func ensureTopics(admin topicAdmin, specs []TopicSpec) ([]string, error) {
 	existing, err := admin.ListTopics()
 	if err != nil {
 		return nil, fmt.Errorf("listing topics: %w", err)
@@ -67,7 +67,7 @@ func EnsureTopics(admin TopicAdmin, specs []TopicSpec) ([]string, error) {
 		}
 		retention := strconv.FormatInt(s.Retention.Milliseconds(), 10)
 		maxBytes := strconv.Itoa(s.MaxMessageBytes)
-		minISR := strconv.Itoa(MinInSyncReplicas(s.ReplicationFactor))
+		minISR := strconv.Itoa(minInSyncReplicas(s.ReplicationFactor))
 		entries := map[string]*string{"retention.ms": &retention, "max.message.bytes": &maxBytes, "min.insync.replicas": &minISR}
 		if s.Compact {
 			compact := "compact"
