@@ -34,7 +34,7 @@ func BenchmarkServe(b *testing.B) {
 		b.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	h := &Receiver{
+	h := &receiver{
 		Verifier: v, Enqueuer: ackAll{}, Topic: "contact-events", MaxBodyBytes: 1 << 20,
 		EnqueueTimeout: 10 * time.Second, RetryAfter: 5 * time.Second, Budget: semaphore.NewWeighted(32 << 20),
 		Metrics: NewMetrics(reg), Now: time.Now,

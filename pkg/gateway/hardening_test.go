@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-func newBudgetServer(t *testing.T, budget int64, ld *lameDuck) (*httptest.Server, *Receiver) {
+func newBudgetServer(t *testing.T, budget int64, ld *lameDuck) (*httptest.Server, *receiver) {
 	return serveTestHandler(t, &fakeEnqueuer{}, semaphore.NewWeighted(budget), ld)
 }
 
@@ -40,9 +40,9 @@ func TestBudgetRefusesWhatDoesNotFit(t *testing.T) {
 		t.Fatal("budget")
 	}
 	resp := post(t, srv, validBody)
-	var body ErrorBody
+	var body errorBody
 	_ = json.NewDecoder(resp.Body).Decode(&body)
-	if resp.StatusCode != 503 || body.Error != CodeOverloaded || resp.Header.Get("Retry-After") != "5" {
+	if resp.StatusCode != 503 || body.Error != codeOverloaded || resp.Header.Get("Retry-After") != "5" {
 		t.Errorf("got %d %+v Retry-After %q; want 503 overloaded with Retry-After 5", resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	}
 	if got := testutil.ToFloat64(h.Metrics.overloaded); got != 1 {

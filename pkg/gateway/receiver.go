@@ -24,15 +24,15 @@ import (
 	"github.com/acmecrm/integration-service/pkg/webhook"
 )
 
-// Verifier authenticates a webhook's raw body with its headers.
-type Verifier interface {
+// verifier authenticates a webhook's raw body with its headers.
+type verifier interface {
 	Verify(h http.Header, body []byte) error
 }
 
-// Receiver receives AcmeCRM webhooks: it authenticates, validates and
+// receiver receives AcmeCRM webhooks: it authenticates, validates and
 // enqueues each, and answers 202 only after Kafka acknowledged the record.
-type Receiver struct {
-	Verifier       Verifier
+type receiver struct {
+	Verifier       verifier
 	Enqueuer       kafka.Enqueuer
 	Topic          string
 	MaxBodyBytes   int64
@@ -49,46 +49,46 @@ type Receiver struct {
 
 // The machine-readable error codes of the JSON error bodies.
 const (
-	CodeMethodNotAllowed     = "method_not_allowed"
-	CodeUnsupportedMediaType = "unsupported_media_type"
-	CodePayloadTooLarge      = "payload_too_large"
-	CodeUnreadableBody       = "unreadable_body"
-	CodeInvalidSignature     = "invalid_signature"
-	CodeInvalidJSON          = "invalid_json"
-	CodeInvalidUTF8          = "invalid_utf8"
-	CodeJSONTooDeep          = "json_too_deep"
-	CodeDuplicateKey         = "duplicate_key"
-	CodeOverloaded           = "overloaded"
-	CodeInvalidEvent         = "invalid_event"
-	CodeKafkaUnavailable     = "kafka_unavailable"
-	CodeNotFound             = "not_found"
+	codeMethodNotAllowed     = "method_not_allowed"
+	codeUnsupportedMediaType = "unsupported_media_type"
+	codePayloadTooLarge      = "payload_too_large"
+	codeUnreadableBody       = "unreadable_body"
+	codeInvalidSignature     = "invalid_signature"
+	codeInvalidJSON          = "invalid_json"
+	codeInvalidUTF8          = "invalid_utf8"
+	codeJSONTooDeep          = "json_too_deep"
+	codeDuplicateKey         = "duplicate_key"
+	codeOverloaded           = "overloaded"
+	codeInvalidEvent         = "invalid_event"
+	codeKafkaUnavailable     = "kafka_unavailable"
+	codeNotFound             = "not_found"
 )
 
-// ErrorBody is the JSON body of every failure.
-type ErrorBody struct {
+// errorBody is the JSON body of every failure.
+type errorBody struct {
 	Error    string   `json:"error"`
 	Message  string   `json:"message"`
 	Problems []string `json:"problems,omitempty"`
 }
 
-// AcceptedBody is the JSON body of a 202.
-type AcceptedBody struct {
+// acceptedReply is the JSON body of a 202.
+type acceptedReply struct {
 	Status  string `json:"status"`
 	EventID string `json:"event_id"`
 }
 
 // Serve handles one request on the webhook path, whatever its method.
-func (h *Receiver) Serve(c echo.Context) error {
+func (h *receiver) Serve(c echo.Context) error {
 	req := c.Request()
 	if req.Method != http.MethodPost {
 		c.Response().Header().Set("Allow", http.MethodPost)
-		return fail(c, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "webhooks are sent with POST", nil)
+		return fail(c, http.StatusMethodNotAllowed, codeMethodNotAllowed, "webhooks are sent with POST", nil)
 	}
 	if !isJSON(req.Header.Get(echo.HeaderContentType)) {
-		return fail(c, http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type must be application/json", nil)
+		return fail(c, http.StatusUnsupportedMediaType, codeUnsupportedMediaType, "Content-Type must be application/json", nil)
 	}
 	tooLarge := func() error {
-		return fail(c, http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "body exceeds "+strconv.FormatInt(h.MaxBodyBytes, 10)+" bytes", nil)
+		return fail(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, "body exceeds "+strconv.FormatInt(h.MaxBodyBytes, 10)+" bytes", nil)
 	}
 	if req.ContentLength > h.MaxBodyBytes {
 		return h.beforeBody(c, tooLarge())
@@ -104,7 +104,7 @@ func (h *Receiver) Serve(c echo.Context) error {
 		if !h.Budget.TryAcquire(reserve) {
 			h.Metrics.overloaded.Inc()
 			h.retryAfter(c)
-			return h.beforeBody(c, fail(c, http.StatusServiceUnavailable, CodeOverloaded, "too many bodies in flight; send it again", nil))
+			return h.beforeBody(c, fail(c, http.StatusServiceUnavailable, codeOverloaded, "too many bodies in flight; send it again", nil))
 		}
 		h.Metrics.inflightBytes.Add(float64(reserve))
 		defer func() {
@@ -114,7 +114,7 @@ func (h *Receiver) Serve(c echo.Context) error {
 	}
 	body, err := readBody(req.Body, req.ContentLength, h.MaxBodyBytes)
 	if err != nil {
-		return fail(c, http.StatusBadRequest, CodeUnreadableBody, "reading body: "+err.Error(), nil)
+		return fail(c, http.StatusBadRequest, codeUnreadableBody, "reading body: "+err.Error(), nil)
 	}
 	if int64(len(body)) > h.MaxBodyBytes {
 		return tooLarge()
@@ -127,7 +127,7 @@ func (h *Receiver) Serve(c echo.Context) error {
 	endSpan(span, err)
 	if err != nil {
 		h.Metrics.rejected(reasonOf(err))
-		return fail(c, http.StatusUnauthorized, CodeInvalidSignature, err.Error(), nil)
+		return fail(c, http.StatusUnauthorized, codeInvalidSignature, err.Error(), nil)
 	}
 	_, span = h.startSpan(ctx, "validate event")
 	ev, err := acmecrm.Parse(body)
@@ -136,15 +136,15 @@ func (h *Receiver) Serve(c echo.Context) error {
 	switch {
 	case errors.As(err, &invalid):
 		c.Set(ctxEventID, ev.EventID)
-		return fail(c, http.StatusUnprocessableEntity, CodeInvalidEvent, "the event breaks the AcmeCRM event rules", invalid.Problems)
+		return fail(c, http.StatusUnprocessableEntity, codeInvalidEvent, "the event breaks the AcmeCRM event rules", invalid.Problems)
 	case errors.Is(err, acmecrm.ErrInvalidUTF8):
-		return fail(c, http.StatusBadRequest, CodeInvalidUTF8, err.Error(), nil)
+		return fail(c, http.StatusBadRequest, codeInvalidUTF8, err.Error(), nil)
 	case errors.Is(err, acmecrm.ErrTooDeep):
-		return fail(c, http.StatusBadRequest, CodeJSONTooDeep, err.Error(), nil)
+		return fail(c, http.StatusBadRequest, codeJSONTooDeep, err.Error(), nil)
 	case errors.Is(err, acmecrm.ErrDuplicateKey):
-		return fail(c, http.StatusBadRequest, CodeDuplicateKey, err.Error(), nil)
+		return fail(c, http.StatusBadRequest, codeDuplicateKey, err.Error(), nil)
 	case err != nil:
-		return fail(c, http.StatusBadRequest, CodeInvalidJSON, err.Error(), nil)
+		return fail(c, http.StatusBadRequest, codeInvalidJSON, err.Error(), nil)
 	}
 	c.Set(ctxEventID, ev.EventID)
 
@@ -171,7 +171,7 @@ func (h *Receiver) Serve(c echo.Context) error {
 	if err != nil {
 		c.Set(ctxError, err)
 		h.retryAfter(c)
-		return fail(c, http.StatusServiceUnavailable, CodeKafkaUnavailable, "the event could not be enqueued; send it again", nil)
+		return fail(c, http.StatusServiceUnavailable, codeKafkaUnavailable, "the event could not be enqueued; send it again", nil)
 	}
 	return c.JSONBlob(http.StatusAccepted, acceptedBody(ev.EventID))
 }
@@ -192,7 +192,7 @@ func acceptedBody(eventID string) []byte {
 // still writing, whose kernel may then reset it and lose the answer (what
 // nginx's lingering close avoids): the sender would see a broken pipe
 // instead of a 503 it can act on.
-func (h *Receiver) beforeBody(c echo.Context, answered error) error {
+func (h *receiver) beforeBody(c echo.Context, answered error) error {
 	_ = http.NewResponseController(c.Response().Writer).Flush()
 	_, _ = io.CopyN(io.Discard, c.Request().Body, h.MaxBodyBytes)
 	return answered
@@ -203,7 +203,7 @@ var noSpan = trace.SpanFromContext(context.Background())
 
 // startSpan starts a child span of ctx's span named name, when that span is
 // recorded.
-func (h *Receiver) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
+func (h *receiver) startSpan(ctx context.Context, name string) (context.Context, trace.Span) {
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		return ctx, noSpan
 	}
@@ -219,7 +219,7 @@ func endSpan(span trace.Span, err error) {
 	span.End()
 }
 
-func (h *Receiver) retryAfter(c echo.Context) {
+func (h *receiver) retryAfter(c echo.Context) {
 	c.Response().Header().Set("Retry-After", strconv.Itoa(max(1, int(h.RetryAfter.Round(time.Second).Seconds()))))
 }
 
@@ -246,7 +246,7 @@ const (
 
 func fail(c echo.Context, status int, code, msg string, problems []string) error {
 	c.Set(ctxReason, code+": "+msg)
-	return c.JSON(status, ErrorBody{Error: code, Message: msg, Problems: problems})
+	return c.JSON(status, errorBody{Error: code, Message: msg, Problems: problems})
 }
 
 // isJSON accepts application/json and any application/*+json, with parameters.
@@ -291,10 +291,10 @@ func renderErrors(log zerolog.Logger) echo.HTTPErrorHandler {
 			log.Error().Err(err).Str("path", c.Request().URL.Path).Msg("unhandled error")
 		}
 		if status == http.StatusNotFound {
-			code = CodeNotFound
+			code = codeNotFound
 		}
 		c.Set(ctxReason, code)
-		if err := c.JSON(status, ErrorBody{Error: code, Message: msg}); err != nil {
+		if err := c.JSON(status, errorBody{Error: code, Message: msg}); err != nil {
 			log.Error().Err(err).Msg("writing error response")
 		}
 	}

@@ -64,14 +64,14 @@ func newTestServer(t *testing.T, enq kafka.Enqueuer) *httptest.Server {
 
 // serveTestHandler serves a handler of the test secret and limits, with
 // budget (none when nil) and the lame-duck switch ld.
-func serveTestHandler(t *testing.T, enq kafka.Enqueuer, budget *semaphore.Weighted, ld *lameDuck) (*httptest.Server, *Receiver) {
+func serveTestHandler(t *testing.T, enq kafka.Enqueuer, budget *semaphore.Weighted, ld *lameDuck) (*httptest.Server, *receiver) {
 	t.Helper()
 	v, err := webhook.NewVerifier([]string{testSecret}, 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	h := &Receiver{
+	h := &receiver{
 		Verifier: v, Enqueuer: enq, Topic: "contact-events", MaxBodyBytes: maxBody,
 		EnqueueTimeout: 50 * time.Millisecond, RetryAfter: 5 * time.Second, Budget: budget,
 		Metrics: NewMetrics(reg), Now: time.Now,
@@ -129,39 +129,39 @@ func statusCases() []statusCase {
 		{"valid deleted", with("POST", `{"event_type":"contact.deleted","event_id":"e3","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 202, ""},
 		{"JSON with charset", with("POST", validBody, func(r *http.Request) { r.Header.Set("Content-Type", "application/json; charset=utf-8") }), nil, 202, ""},
 		{"body exactly at the limit", with("POST", padded(maxBody), nil), nil, 202, ""},
-		{"GET", with("GET", "", nil), nil, 405, CodeMethodNotAllowed},
-		{"PUT", with("PUT", validBody, nil), nil, 405, CodeMethodNotAllowed},
-		{"text/plain", with("POST", validBody, func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }), nil, 415, CodeUnsupportedMediaType},
-		{"no Content-Type", with("POST", validBody, func(r *http.Request) { r.Header.Del("Content-Type") }), nil, 415, CodeUnsupportedMediaType},
-		{"form", with("POST", "a=b", func(r *http.Request) { r.Header.Set("Content-Type", "application/x-www-form-urlencoded") }), nil, 415, CodeUnsupportedMediaType},
-		{"body one byte over the limit", with("POST", padded(maxBody+1), nil), nil, 413, CodePayloadTooLarge},
+		{"GET", with("GET", "", nil), nil, 405, codeMethodNotAllowed},
+		{"PUT", with("PUT", validBody, nil), nil, 405, codeMethodNotAllowed},
+		{"text/plain", with("POST", validBody, func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }), nil, 415, codeUnsupportedMediaType},
+		{"no Content-Type", with("POST", validBody, func(r *http.Request) { r.Header.Del("Content-Type") }), nil, 415, codeUnsupportedMediaType},
+		{"form", with("POST", "a=b", func(r *http.Request) { r.Header.Set("Content-Type", "application/x-www-form-urlencoded") }), nil, 415, codeUnsupportedMediaType},
+		{"body one byte over the limit", with("POST", padded(maxBody+1), nil), nil, 413, codePayloadTooLarge},
 		{"body over the limit without Content-Length", with("POST", padded(maxBody+100), func(r *http.Request) {
 			r.ContentLength = -1
 			r.Body = io.NopCloser(strings.NewReader(padded(maxBody + 100)))
-		}), nil, 413, CodePayloadTooLarge},
-		{"missing signature", with("POST", validBody, func(r *http.Request) { r.Header.Del(webhook.HeaderSignature) }), nil, 401, CodeInvalidSignature},
-		{"wrong signature", with("POST", validBody, func(r *http.Request) { r.Header.Set(webhook.HeaderSignature, "v1,AAAA") }), nil, 401, CodeInvalidSignature},
-		{"old timestamp", func(t *testing.T) *http.Request { return signed(t, "POST", validBody, now.Add(-10*time.Minute)) }, nil, 401, CodeInvalidSignature},
-		{"not JSON", with("POST", "hello", nil), nil, 400, CodeInvalidJSON},
-		{"JSON array", with("POST", `[1,2]`, nil), nil, 400, CodeInvalidJSON},
-		{"JSON null", with("POST", `null`, nil), nil, 400, CodeInvalidJSON},
+		}), nil, 413, codePayloadTooLarge},
+		{"missing signature", with("POST", validBody, func(r *http.Request) { r.Header.Del(webhook.HeaderSignature) }), nil, 401, codeInvalidSignature},
+		{"wrong signature", with("POST", validBody, func(r *http.Request) { r.Header.Set(webhook.HeaderSignature, "v1,AAAA") }), nil, 401, codeInvalidSignature},
+		{"old timestamp", func(t *testing.T) *http.Request { return signed(t, "POST", validBody, now.Add(-10*time.Minute)) }, nil, 401, codeInvalidSignature},
+		{"not JSON", with("POST", "hello", nil), nil, 400, codeInvalidJSON},
+		{"JSON array", with("POST", `[1,2]`, nil), nil, 400, codeInvalidJSON},
+		{"JSON null", with("POST", `null`, nil), nil, 400, codeInvalidJSON},
 		{"50 signatures, one valid", with("POST", validBody, func(r *http.Request) {
 			r.Header.Set(webhook.HeaderSignature, strings.Repeat("v1,AAAA ", 49)+r.Header.Get(webhook.HeaderSignature))
 		}), nil, 202, ""},
-		{"missing event_id", with("POST", `{"event_type":"contact.created","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 422, CodeInvalidEvent},
-		{"unknown event_type", with("POST", `{"event_type":"contact.merged","event_id":"e","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 422, CodeInvalidEvent},
-		{"bad timestamp", with("POST", `{"event_type":"contact.created","event_id":"e","timestamp":"yesterday","data":{"contact_id":"1"}}`, nil), nil, 422, CodeInvalidEvent},
-		{"truncated body", with("POST", validBody[:len(validBody)-5], nil), nil, 400, CodeInvalidJSON},
-		{"invalid UTF-8 inside a string", with("POST", strings.Replace(validBody, "John", "Jo\xffhn", 1), nil), nil, 400, CodeInvalidUTF8},
-		{"JSON nested 1,000 levels", with("POST", strings.Replace(validBody, `"data"`, `"x":`+strings.Repeat("[", 1000)+strings.Repeat("]", 1000)+`,"data"`, 1), nil), nil, 400, CodeJSONTooDeep},
+		{"missing event_id", with("POST", `{"event_type":"contact.created","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 422, codeInvalidEvent},
+		{"unknown event_type", with("POST", `{"event_type":"contact.merged","event_id":"e","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`, nil), nil, 422, codeInvalidEvent},
+		{"bad timestamp", with("POST", `{"event_type":"contact.created","event_id":"e","timestamp":"yesterday","data":{"contact_id":"1"}}`, nil), nil, 422, codeInvalidEvent},
+		{"truncated body", with("POST", validBody[:len(validBody)-5], nil), nil, 400, codeInvalidJSON},
+		{"invalid UTF-8 inside a string", with("POST", strings.Replace(validBody, "John", "Jo\xffhn", 1), nil), nil, 400, codeInvalidUTF8},
+		{"JSON nested 1,000 levels", with("POST", strings.Replace(validBody, `"data"`, `"x":`+strings.Repeat("[", 1000)+strings.Repeat("]", 1000)+`,"data"`, 1), nil), nil, 400, codeJSONTooDeep},
 		{"JSON nested 16 levels (the limit)", with("POST", strings.Replace(validBody, `"data"`, `"x":`+strings.Repeat("[", 15)+strings.Repeat("]", 15)+`,"data"`, 1), nil), nil, 202, ""},
-		{"duplicate key", with("POST", strings.Replace(validBody, `"event_id"`, `"event_type":"contact.deleted","event_id"`, 1), nil), nil, 400, CodeDuplicateKey},
-		{"duplicate key inside data", with("POST", strings.Replace(validBody, `"acme_phone"`, `"contact_id":"666","acme_phone"`, 1), nil), nil, 400, CodeDuplicateKey},
+		{"duplicate key", with("POST", strings.Replace(validBody, `"event_id"`, `"event_type":"contact.deleted","event_id"`, 1), nil), nil, 400, codeDuplicateKey},
+		{"duplicate key inside data", with("POST", strings.Replace(validBody, `"acme_phone"`, `"contact_id":"666","acme_phone"`, 1), nil), nil, 400, codeDuplicateKey},
 		{"same key in two objects", with("POST", strings.Replace(validBody, `"data":{`, `"meta":{"contact_id":"x"},"data":{`, 1), nil), nil, 202, ""},
 		{"lowercase t and z in the timestamp", with("POST", strings.Replace(validBody, "2025-05-17T17:06:39-07:00", "2025-05-17t17:06:39z", 1), nil), nil, 202, ""},
 		{"unknown extra fields", with("POST", strings.Replace(validBody, `"data"`, `"source":{"system":"acmecrm","v":2},"data"`, 1), nil), nil, 202, ""},
-		{"Kafka refuses", with("POST", validBody, nil), &fakeEnqueuer{err: sarama.ErrNotEnoughReplicas}, 503, CodeKafkaUnavailable},
-		{"Kafka does not answer in time", with("POST", validBody, nil), &fakeEnqueuer{block: true}, 503, CodeKafkaUnavailable},
+		{"Kafka refuses", with("POST", validBody, nil), &fakeEnqueuer{err: sarama.ErrNotEnoughReplicas}, 503, codeKafkaUnavailable},
+		{"Kafka does not answer in time", with("POST", validBody, nil), &fakeEnqueuer{block: true}, 503, codeKafkaUnavailable},
 	}
 }
 
@@ -192,7 +192,7 @@ func TestStatusTable(t *testing.T) {
 				t.Errorf("Content-Type %q, want JSON", ct)
 			}
 			if tt.wantStatus == 202 {
-				var got AcceptedBody
+				var got acceptedReply
 				if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || got.Status != "accepted" || got.EventID == "" {
 					t.Errorf("body %+v, %v; want status accepted with the event id", got, err)
 				}
@@ -204,7 +204,7 @@ func TestStatusTable(t *testing.T) {
 				}
 				return
 			}
-			var got ErrorBody
+			var got errorBody
 			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
 				t.Fatalf("error body: %v", err)
 			}
@@ -325,8 +325,8 @@ func TestUnknownRouteIsJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var got ErrorBody
-	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 404 || got.Error != CodeNotFound {
+	var got errorBody
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 404 || got.Error != codeNotFound {
 		t.Errorf("got %d %+v (%v), want 404 not_found", resp.StatusCode, got, err)
 	}
 }
@@ -335,8 +335,8 @@ func TestUnknownRouteIsJSON(t *testing.T) {
 func TestAcceptedBody(t *testing.T) {
 	for _, id := range []string{"evt_12345", `a"b\c`, "tab\there", "<script>&", "ünïcödé ☃", "\u2028"} {
 		b := acceptedBody(id)
-		var got AcceptedBody
-		if err := json.Unmarshal(b, &got); err != nil || got != (AcceptedBody{Status: "accepted", EventID: id}) {
+		var got acceptedReply
+		if err := json.Unmarshal(b, &got); err != nil || got != (acceptedReply{Status: "accepted", EventID: id}) {
 			t.Errorf("%q: %s reads as %+v (%v)", id, b, got, err)
 		}
 		if !bytes.HasSuffix(b, []byte("}\n")) {
@@ -402,9 +402,9 @@ func TestWebhooksBeforeKafkaConnectsGet503(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body ErrorBody
+	var body errorBody
 	_ = json.NewDecoder(resp.Body).Decode(&body)
-	if resp.StatusCode != http.StatusServiceUnavailable || body.Error != CodeKafkaUnavailable || resp.Header.Get("Retry-After") == "" {
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Error != codeKafkaUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("got %d %+v Retry-After %q; want 503 kafka_unavailable with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	}
 }

@@ -64,7 +64,7 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 	probe := kafka.NewProbe(cfg.Kafka, sc)
 	lameDuck := &lameDuck{}
 	enqueuer := &lateEnqueuer{}
-	receiver := &Receiver{
+	receiver := &receiver{
 		Verifier:       verifier,
 		Enqueuer:       enqueuer,
 		Topic:          cfg.Kafka.Topic,
@@ -155,7 +155,7 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 
 // newEcho routes the webhook path (every method: the handler answers 405)
 // and the operational endpoints, behind request ids, metrics and recovery.
-func newEcho(h *Receiver, path string, ready ops.ReadyFunc, ld *lameDuck, reg *prometheus.Registry, tracing telemetry.Tracing, log zerolog.Logger) *echo.Echo {
+func newEcho(h *receiver, path string, ready ops.ReadyFunc, ld *lameDuck, reg *prometheus.Registry, tracing telemetry.Tracing, log zerolog.Logger) *echo.Echo {
 	e := ops.NewEcho()
 	e.HTTPErrorHandler = renderErrors(log)
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestIDs()}), ld.closeConnections,
