@@ -14,8 +14,8 @@ const (
 	ContactDeleted = "contact.deleted"
 )
 
-// KnownType reports whether t is one of the event types above.
-func KnownType(t string) bool {
+// knownType reports whether t is one of the event types above.
+func knownType(t string) bool {
 	return t == ContactCreated || t == ContactUpdated || t == ContactDeleted
 }
 
@@ -78,7 +78,7 @@ func Parse(body []byte) (Event, error) {
 		return ""
 	}
 	ev.EventType = str(f.eventType, "event_type")
-	if ev.EventType != "" && !KnownType(ev.EventType) {
+	if ev.EventType != "" && !knownType(ev.EventType) {
 		problems = append(problems, fmt.Sprintf("event_type %q is not one of %s, %s, %s", ev.EventType, ContactCreated, ContactUpdated, ContactDeleted))
 	}
 	ev.EventID = str(f.eventID, "event_id")

@@ -43,7 +43,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if !utf8.Valid(body) || !KnownType(ev.EventType) || strings.TrimSpace(ev.EventID) == "" ||
+		if !utf8.Valid(body) || !knownType(ev.EventType) || strings.TrimSpace(ev.EventID) == "" ||
 			strings.TrimSpace(ev.Data.ContactID) == "" || ev.Timestamp.IsZero() {
 			t.Fatalf("accepted %q as %+v", body, ev)
 		}

@@ -1,5 +1,3 @@
-// Package logging provides the zerolog loggers of both binaries: JSON lines
-// in production, a human-friendly console format for local runs.
 package logging
 
 import (

@@ -1,6 +1,3 @@
-// Package ops provides the operational HTTP endpoints both binaries serve:
-// /healthz (the process is alive), /readyz (it can do its work) and
-// /metrics (Prometheus).
 package ops
 
 import (

@@ -1,14 +1,3 @@
-// Package parking provides the parked contacts: contacts whose events wait
-// behind one of theirs that was dead-lettered, so that a contact's events
-// are applied in their order even through the dead-letter topic.
-//
-// The state lives in Kafka only, in a compacted topic co-partitioned with
-// the events topic: the record of contact X is keyed by X and written to
-// the partition number of X's events, so the member that holds an events
-// partition rebuilds its parked contacts from the same partition of the
-// parked topic before it applies anything. A released contact's record
-// keeps the ids its releases applied, so that no later copy of them is
-// applied again; a record left with nothing is a tombstone.
 package parking
 
 import (

@@ -1,7 +1,3 @@
-// Package record provides the Kafka record format of contact events: the
-// CloudEvents 1.0 Kafka protocol binding in binary mode (the webhook body is
-// the value, the attributes are ce_* headers), and the headers a
-// dead-lettered record carries.
 package record
 
 import (

@@ -9,8 +9,8 @@ import (
 	"github.com/acmecrm/integration-service/pkg/record"
 )
 
-// Entry is what a replay knows of one dead-lettered record.
-type Entry struct {
+// entry is what a replay knows of one dead-lettered record.
+type entry struct {
 	Partition   int32     `json:"partition"`
 	Offset      int64     `json:"offset"`
 	Key         string    `json:"key"`
@@ -22,11 +22,11 @@ type Entry struct {
 	ReplayCount int       `json:"replay_count"`
 }
 
-// EntryOf reads a dead-lettered record's headers (and, for a record that
+// entryOf reads a dead-lettered record's headers (and, for a record that
 // never passed the gateway, its body).
-func EntryOf(m *sarama.ConsumerMessage) Entry {
+func entryOf(m *sarama.ConsumerMessage) entry {
 	h := func(k string) string { v, _ := record.Header(m.Headers, k); return v }
-	e := Entry{
+	e := entry{
 		Partition: m.Partition, Offset: m.Offset, Key: string(m.Key),
 		ErrorKind: h(record.HeaderDLQErrorKind), Error: h(record.HeaderDLQError),
 		ReplayCount: record.ReplayCount(m.Headers),
@@ -36,19 +36,19 @@ func EntryOf(m *sarama.ConsumerMessage) Entry {
 	return e
 }
 
-// Filter keeps the entries an SRE chose. Every empty criterion matches all.
-type Filter struct {
+// filter keeps the entries an SRE chose. Every empty criterion matches all.
+type filter struct {
 	types, ids, kinds map[string]bool
 	since, until      time.Time
 }
 
-// NewFilter builds the filter of the replay settings.
-func NewFilter(r config.Replay) (Filter, error) {
+// newFilter builds the filter of the replay settings.
+func newFilter(r config.Replay) (filter, error) {
 	since, until, err := r.Window()
 	if err != nil {
-		return Filter{}, err
+		return filter{}, err
 	}
-	return Filter{types: set(r.EventTypes), ids: set(r.EventIDs), kinds: set(r.ErrorKinds), since: since, until: until}, nil
+	return filter{types: set(r.EventTypes), ids: set(r.EventIDs), kinds: set(r.ErrorKinds), since: since, until: until}, nil
 }
 
 func set(vals []string) map[string]bool {
@@ -65,7 +65,7 @@ func set(vals []string) map[string]bool {
 // Match reports whether e passes every criterion. The window is
 // [since, until) on dlq_failed_at; a record without a readable time passes
 // only an open window.
-func (f Filter) Match(e Entry) bool {
+func (f filter) Match(e entry) bool {
 	if f.types != nil && !f.types[e.EventType] || f.ids != nil && !f.ids[e.EventID] || f.kinds != nil && !f.kinds[e.ErrorKind] {
 		return false
 	}

@@ -125,7 +125,7 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 
 // putBack republishes one dead-lettered record (as a discard when told).
 func (rp *run) putBack(ctx context.Context, m *sarama.ConsumerMessage, discard bool) error {
-	e := EntryOf(m)
+	e := entryOf(m)
 	if !discard {
 		rp.sum.Read++
 		return rp.replay(ctx, m, e)

@@ -64,7 +64,7 @@ type Summary struct {
 // line is one JSON line of the report, per record replayed or held.
 type line struct {
 	Action string `json:"action"` // replayed, would_replay, held
-	Entry
+	entry
 }
 
 // Run replays the DLQ as cfg.Fleet.Replay says, writing one JSON line per
@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolo
 	case len(r.ContactIDs) > 0:
 		sum.Action = "release"
 	}
-	filter, err := NewFilter(r)
+	filter, err := newFilter(r)
 	if err != nil {
 		return sum, err
 	}
@@ -174,7 +174,7 @@ const endIdle = 10 * time.Second
 type run struct {
 	cfg      config.Replay
 	topic    string
-	filter   Filter
+	filter   filter
 	producer kafka.Enqueuer
 	tick     *time.Ticker
 	enc      *json.Encoder
@@ -229,7 +229,7 @@ func (rp *run) partition(ctx context.Context, client sarama.Client, consumer sar
 			break // dead-lettered after the run started: the next run's
 		}
 		next = m.Offset + 1
-		e := EntryOf(m)
+		e := entryOf(m)
 		switch {
 		case !rp.filter.Match(e):
 			rp.sum.Read++
@@ -257,7 +257,7 @@ func (rp *run) partition(ctx context.Context, client sarama.Client, consumer sar
 	return rp.commit(offsets, pom, nil)
 }
 
-func (rp *run) replay(ctx context.Context, m *sarama.ConsumerMessage, e Entry) error {
+func (rp *run) replay(ctx context.Context, m *sarama.ConsumerMessage, e entry) error {
 	if rp.cfg.DryRun {
 		rp.sum.WouldReplay++
 		return rp.enc.Encode(line{"would_replay", e})

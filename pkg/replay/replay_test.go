@@ -21,14 +21,14 @@ func TestEntryOf(t *testing.T) {
 	m := &sarama.ConsumerMessage{Partition: 1, Offset: 7, Key: []byte("c-1"), Value: []byte(`{}`),
 		Headers: hdr("ce_id", "evt_1", "ce_type", "contact.created", "dlq_error_kind", "permanent", "dlq_error", "400",
 			"dlq_failed_at", "2026-11-26T10:00:00Z", "dlq_replay_count", "2")}
-	e := EntryOf(m)
-	want := Entry{Partition: 1, Offset: 7, Key: "c-1", EventID: "evt_1", EventType: "contact.created", ErrorKind: "permanent",
+	e := entryOf(m)
+	want := entry{Partition: 1, Offset: 7, Key: "c-1", EventID: "evt_1", EventType: "contact.created", ErrorKind: "permanent",
 		Error: "400", FailedAt: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC), ReplayCount: 2}
 	if e != want {
 		t.Errorf("got %+v, want %+v", e, want)
 	}
 	// A record that never passed the gateway has no ce_ headers: its body is asked.
-	raw := EntryOf(&sarama.ConsumerMessage{Value: []byte(`{"event_type":"contact.merged","event_id":"evt_m"}`), Headers: hdr("dlq_error_kind", "invalid")})
+	raw := entryOf(&sarama.ConsumerMessage{Value: []byte(`{"event_type":"contact.merged","event_id":"evt_m"}`), Headers: hdr("dlq_error_kind", "invalid")})
 	if raw.EventID != "evt_m" || raw.EventType != "contact.merged" || raw.ReplayCount != 0 {
 		t.Errorf("from the body: got %+v", raw)
 	}
@@ -36,7 +36,7 @@ func TestEntryOf(t *testing.T) {
 
 func TestFilter(t *testing.T) {
 	at := func(h int) time.Time { return time.Date(2026, 11, 26, h, 0, 0, 0, time.UTC) }
-	e := Entry{EventID: "evt_1", EventType: "contact.updated", ErrorKind: "transient", FailedAt: at(10)}
+	e := entry{EventID: "evt_1", EventType: "contact.updated", ErrorKind: "transient", FailedAt: at(10)}
 	tests := []struct {
 		name string
 		r    config.Replay
@@ -58,7 +58,7 @@ func TestFilter(t *testing.T) {
 		{"one criterion of several fails", config.Replay{EventTypes: []string{"contact.updated"}, ErrorKinds: []string{"invalid"}}, false},
 	}
 	for _, tt := range tests {
-		f, err := NewFilter(tt.r)
+		f, err := newFilter(tt.r)
 		if err != nil {
 			t.Fatalf("%s: %v", tt.name, err)
 		}
@@ -66,8 +66,8 @@ func TestFilter(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
 		}
 	}
-	f, _ := NewFilter(config.Replay{Since: "2026-11-26T09:00:00Z"})
-	if f.Match(Entry{}) {
+	f, _ := newFilter(config.Replay{Since: "2026-11-26T09:00:00Z"})
+	if f.Match(entry{}) {
 		t.Error("a record without dlq_failed_at passed a bounded window")
 	}
 }

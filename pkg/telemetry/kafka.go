@@ -21,10 +21,10 @@ import (
 // the gateway's request span, and are never rewritten: a dead-lettered or
 // replayed copy still names the trace the event arrived in.
 const (
-	HeaderTraceparent       = "traceparent"
-	HeaderTracestate        = "tracestate"
-	HeaderOriginTraceparent = "ce_traceparent"
-	HeaderOriginTracestate  = "ce_tracestate"
+	headerTraceparent       = "traceparent"
+	headerTracestate        = "tracestate"
+	headerOriginTraceparent = "ce_traceparent"
+	headerOriginTracestate  = "ce_tracestate"
 )
 
 // producerHeaders is a TextMapCarrier writing a record's headers: Set
@@ -90,10 +90,10 @@ func (o originCarrier) Set(key, v string)     { o.TextMapCarrier.Set(origin(key)
 
 func origin(key string) string {
 	switch key {
-	case HeaderTraceparent:
-		return HeaderOriginTraceparent
-	case HeaderTracestate:
-		return HeaderOriginTracestate
+	case headerTraceparent:
+		return headerOriginTraceparent
+	case headerTracestate:
+		return headerOriginTracestate
 	}
 	return "ce_" + key
 }
@@ -119,20 +119,20 @@ func InjectOrigin(ctx context.Context, msg *sarama.ProducerMessage) {
 	traceContext.Inject(ctx, originCarrier{producerHeaders{msg}})
 }
 
-// Extract returns ctx with the span context of m's traceparent (the hop
+// extract returns ctx with the span context of m's traceparent (the hop
 // that wrote it) as the remote parent.
-func Extract(ctx context.Context, m *sarama.ConsumerMessage) context.Context {
+func extract(ctx context.Context, m *sarama.ConsumerMessage) context.Context {
 	return Propagator.Extract(ctx, consumerHeaders(m.Headers))
 }
 
-// Origin returns the span context of m's ce_traceparent (the request the
+// originOf returns the span context of m's ce_traceparent (the request the
 // event arrived in), invalid when it has none.
-func Origin(m *sarama.ConsumerMessage) trace.SpanContext {
+func originOf(m *sarama.ConsumerMessage) trace.SpanContext {
 	return trace.SpanContextFromContext(traceContext.Extract(context.Background(), originCarrier{consumerHeaders(m.Headers)}))
 }
 
-// Hop returns the span context of m's traceparent, invalid when it has none.
-func Hop(m *sarama.ConsumerMessage) trace.SpanContext {
+// hop returns the span context of m's traceparent, invalid when it has none.
+func hop(m *sarama.ConsumerMessage) trace.SpanContext {
 	return trace.SpanContextFromContext(traceContext.Extract(context.Background(), consumerHeaders(m.Headers)))
 }
 
@@ -166,7 +166,7 @@ func Sent(span trace.Span, msg *sarama.ProducerMessage) {
 // StartProcess starts the consumer span of processing m in group, the
 // child of the span that wrote it (its traceparent).
 func StartProcess(ctx context.Context, tracer trace.Tracer, m *sarama.ConsumerMessage, group string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	ctx = Extract(ctx, m)
+	ctx = extract(ctx, m)
 	return Or(tracer).Start(ctx, "process "+m.Topic, append(opts, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
 		semconv.MessagingSystemKafka, semconv.MessagingOperationTypeProcess, semconv.MessagingOperationName("process"),
 		semconv.MessagingDestinationName(m.Topic), semconv.MessagingDestinationPartitionID(strconv.Itoa(int(m.Partition))),
@@ -178,7 +178,7 @@ func StartProcess(ctx context.Context, tracer trace.Tracer, m *sarama.ConsumerMe
 // event's origin, those it carries.
 func Links(m *sarama.ConsumerMessage) []trace.Link {
 	var links []trace.Link
-	for _, sc := range []trace.SpanContext{Hop(m), Origin(m)} {
+	for _, sc := range []trace.SpanContext{hop(m), originOf(m)} {
 		if sc.IsValid() && (len(links) == 0 || !links[0].SpanContext.Equal(sc)) {
 			links = append(links, trace.Link{SpanContext: sc})
 		}

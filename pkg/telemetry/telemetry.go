@@ -1,8 +1,3 @@
-// Package telemetry provides the OpenTelemetry tracing of both binaries:
-// a tracer provider configured from the standard OTEL_* environment
-// variables (off, at near-zero cost, when no exporter is configured), the
-// W3C trace-context propagation through HTTP requests and Kafka records,
-// and the messaging attributes of OpenTelemetry's semantic conventions.
 package telemetry
 
 import (

@@ -77,8 +77,8 @@ func TestRecordHeaders(t *testing.T) {
 	if count["traceparent"] != 1 || count["ce_traceparent"] != 1 || count["ce_id"] != 1 {
 		t.Fatalf("headers %v: want one traceparent (replaced), one ce_traceparent, ce_id kept", count)
 	}
-	if !Hop(consumed).Equal(parent.WithRemote(true)) || !Origin(consumed).Equal(parent.WithRemote(true)) {
-		t.Errorf("read back hop %v, origin %v; want %v", Hop(consumed), Origin(consumed), parent)
+	if !hop(consumed).Equal(parent.WithRemote(true)) || !originOf(consumed).Equal(parent.WithRemote(true)) {
+		t.Errorf("read back hop %v, origin %v; want %v", hop(consumed), originOf(consumed), parent)
 	}
 	if links := Links(consumed); len(links) != 1 {
 		t.Errorf("%d links for the same hop and origin, want 1", len(links))
@@ -86,7 +86,7 @@ func TestRecordHeaders(t *testing.T) {
 	plain := &sarama.ProducerMessage{}
 	Inject(context.Background(), plain)
 	InjectOrigin(context.Background(), plain)
-	if len(plain.Headers) != 0 || Hop(&sarama.ConsumerMessage{}).IsValid() {
+	if len(plain.Headers) != 0 || hop(&sarama.ConsumerMessage{}).IsValid() {
 		t.Errorf("untraced: headers %v", plain.Headers)
 	}
 }
