@@ -99,23 +99,39 @@ func appliedCount(api *standin.Server) int {
 	return n
 }
 
-// metric reads one sample of the worker's /metrics: name with its labels,
-// as written, e.g. `worker_contacts_api_outage`.
-func metric(t testing.TB, b *binary, name string) float64 {
+// scrape returns the lines of the binary's /metrics.
+func scrape(t testing.TB, b *binary) []string {
 	t.Helper()
 	resp, err := http.Get("http://" + b.addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	var lines []string
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
+		lines = append(lines, sc.Text())
+	}
+	return lines
+}
+
+// sample is the value of a /metrics line.
+func sample(t testing.TB, line string) float64 {
+	t.Helper()
+	f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// metric reads one sample of the worker's /metrics: name with its labels,
+// as written, e.g. `worker_contacts_api_outage`.
+func metric(t testing.TB, b *binary, name string) float64 {
+	t.Helper()
+	for _, line := range scrape(t, b) {
+		if strings.HasPrefix(line, name+" ") {
+			return sample(t, line)
 		}
 	}
 	t.Fatalf("no metric %s", name)
@@ -125,21 +141,10 @@ func metric(t testing.TB, b *binary, name string) float64 {
 // outcomes sums worker_events_total of one outcome, over the event types.
 func outcomes(t testing.TB, b *binary, outcome string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + b.addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
+	for _, line := range scrape(t, b) {
 		if strings.HasPrefix(line, "worker_events_total{") && strings.Contains(line, `outcome="`+outcome+`"`) {
-			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum += v
+			sum += sample(t, line)
 		}
 	}
 	return sum
