@@ -207,13 +207,14 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	go watchDLQ(ctx, readerClient, cfg.Kafka.DLQTopic, 30*time.Second, metrics.dlqRecords, log)
 	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).
 		Int("max_in_flight", w.MaxInFlight).Int("partition_buffer", w.PartitionBuffer).Str("ordering", w.Ordering).Msg("consuming")
-	consuming, ctx := errgroup.WithContext(ctx)
-	consuming.Go(func() error { return consume(ctx, group, cfg.Kafka.Topic, handler, log) })
+	// A context of its own (a new variable: the serving goroutines read ctx).
+	consuming, consumeCtx := errgroup.WithContext(ctx)
+	consuming.Go(func() error { return consume(consumeCtx, group, cfg.Kafka.Topic, handler, log) })
 	// When ctx ends (SIGTERM, or a part failed), the session ends: in-flight
 	// events are abandoned uncommitted and Cleanup commits what is done;
 	// Close waits for that session, then leaves the group.
 	consuming.Go(func() error {
-		<-ctx.Done()
+		<-consumeCtx.Done()
 		log.Info().Msg("shutting down: abandoning the in-flight events, committing, leaving the group")
 		if err := group.Close(); err != nil {
 			log.Error().Err(err).Msg("leaving the consumer group")
@@ -230,7 +231,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	}()
 	select {
 	case err = <-stopped:
-	case <-ctx.Done():
+	case <-consumeCtx.Done():
 		select {
 		case err = <-stopped:
 		case <-time.After(w.ShutdownTimeout):
