@@ -28,8 +28,12 @@ type Kafka struct {
 	Topic string `mapstructure:"topic"`
 	// DLQTopic receives the events that could not be processed.
 	DLQTopic string `mapstructure:"dlq_topic"`
-	// ParkedTopic (contact-worker only) is the compacted topic of the parked
-	// contacts, co-partitioned with Topic.
+	// StateTopic (contact-worker only) is the topic of the contacts' states
+	// (newest event applied, parking), compacted and deleted by age; empty,
+	// it is named after its owner: "<group id>-<Topic>-state".
+	StateTopic string `mapstructure:"state_topic"`
+	// ParkedTopic (contact-worker only) is the former parked-contacts topic,
+	// whose parked contacts are moved into StateTopic when it is new.
 	ParkedTopic string `mapstructure:"parked_topic"`
 	// ProvisionTopics creates missing topics at start.
 	ProvisionTopics bool `mapstructure:"provision_topics"`

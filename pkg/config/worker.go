@@ -42,6 +42,8 @@ type WorkerFleet struct {
 	Ordering string `mapstructure:"ordering"`
 	// Outage detects a Contacts API that fails for everyone.
 	Outage Outage `mapstructure:"outage"`
+	// StaleGuard keeps older AcmeCRM snapshots from overwriting newer ones.
+	StaleGuard StaleGuard `mapstructure:"stale_guard"`
 	// Replay holds the DLQ replay mode's settings.
 	Replay Replay `mapstructure:"replay"`
 	// HTTPAddr serves /healthz, /readyz and /metrics.
@@ -88,6 +90,39 @@ type Outage struct {
 	ProbeInterval time.Duration `mapstructure:"probe_interval"`
 }
 
+// StaleGuard is the stale-event guard: the worker keeps each contact's
+// newest AcmeCRM event applied (in the state topic) and never applies an
+// older one (outcome stale), however late it arrives — a late AcmeCRM
+// retry, a reordered delivery, a DLQ copy replayed days later.
+type StaleGuard struct {
+	// Enabled turns the guard on (default); off, events are applied in the
+	// order they arrive (for Contacts APIs whose events are not whole
+	// snapshots, and as the benchmarks' reference line).
+	Enabled bool `mapstructure:"enabled"`
+	// Horizon is how long a contact's state is kept after it last changed:
+	// the retention.ms of the state topic the worker creates. An event
+	// arriving later than that after its contact's newest is judged without
+	// it. At least the DLQ's retention, so a replayed DLQ copy is always
+	// judged.
+	Horizon time.Duration `mapstructure:"horizon"`
+	// MaxClockSkew is how far an event's timestamp may be ahead of its
+	// arrival (received_at); beyond it the event is dead-lettered as
+	// invalid, since as its contact's newest it would make every later
+	// event stale.
+	MaxClockSkew time.Duration `mapstructure:"max_clock_skew"`
+}
+
+// StateTopic returns the state topic's name: StateTopic, or the one derived
+// from its owner (Kafka Streams names its state topics after the
+// application id the same way), so two deployments on one cluster never
+// share one.
+func (c Worker) StateTopic() string {
+	if c.Kafka.StateTopic != "" {
+		return c.Kafka.StateTopic
+	}
+	return c.Fleet.GroupID + "-" + c.Kafka.Topic + "-state"
+}
+
 // Replay selects and paces the dead-lettered records a replay republishes.
 type Replay struct {
 	// DLQ runs the binary in replay mode instead of consuming.
@@ -127,7 +162,8 @@ const WorkerConfigFileEnv = "WORKER_CONFIG_FILE"
 
 // WorkerSettings are the settings contact-worker reads.
 var WorkerSettings = append(append(Settings{}, commonSettings...),
-	Setting{Key: "kafka.parked_topic", Kind: String, Usage: "compacted topic of the parked contacts (co-partitioned with the events topic)"},
+	Setting{Key: "kafka.state_topic", Kind: String, Usage: "topic of the contacts' states (newest event applied, parking); empty: <group id>-<topic>-state"},
+	Setting{Key: "kafka.parked_topic", Kind: String, Usage: "former parked-contacts topic: its parked contacts move into the state topic when that is new"},
 	Setting{Key: "worker.group_id", Kind: String, Usage: "consumer group id of the fleet"},
 	Setting{Key: "worker.contacts_api_url", Kind: String, Usage: "base URL of the Contacts API (required)"},
 	Setting{Key: "worker.contacts_api_token", Kind: String, Usage: "bearer token for the Contacts API"},
@@ -144,6 +180,9 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.outage.failure_ratio", Kind: Float, Usage: "outage detection: share of calls failing transiently (0-1) that makes an outage"},
 	Setting{Key: "worker.outage.min_contacts", Kind: Int, Usage: "outage detection: fewest distinct failing contacts that make an outage"},
 	Setting{Key: "worker.outage.probe_interval", Kind: Duration, Usage: "during an outage, one Contacts API call per this interval tests it"},
+	Setting{Key: "worker.stale_guard.enabled", Kind: Bool, Usage: "never apply an event older than its contact's newest applied one (off: arrival order)"},
+	Setting{Key: "worker.stale_guard.horizon", Kind: Duration, Usage: "how long a contact's state is kept after its last change (the state topic's retention.ms); at least the DLQ's retention"},
+	Setting{Key: "worker.stale_guard.max_clock_skew", Kind: Duration, Usage: "how far an event's timestamp may be ahead of its arrival; beyond, it is invalid"},
 	Setting{Key: "worker.replay.dlq", Kind: Bool, Usage: "replay dead-lettered events to the events topic, then exit"},
 	Setting{Key: "worker.replay.group_id", Kind: String, Usage: "consumer group remembering the replay position"},
 	Setting{Key: "worker.replay.from_beginning", Kind: Bool, Usage: "replay: ignore the remembered position, read the whole DLQ"},
@@ -187,8 +226,11 @@ func (c Worker) validate() error {
 	if err := ss.Required("worker.group_id", w.GroupID == ""); err != nil {
 		return err
 	}
-	if err := ss.Required("kafka.parked_topic", c.Kafka.ParkedTopic == ""); err != nil {
-		return err
+	if st := c.StateTopic(); st == c.Kafka.Topic || st == c.Kafka.DLQTopic || st == c.Kafka.ParkedTopic {
+		return ss.Invalid("kafka.state_topic", "%q must differ from the events, dead-letter and former parked topics", st)
+	}
+	if len(c.StateTopic()) > 249 {
+		return ss.Invalid("kafka.state_topic", "%q is longer than Kafka's 249 characters: name it", c.StateTopic())
 	}
 	if c.Kafka.ParkedTopic == c.Kafka.Topic || c.Kafka.ParkedTopic == c.Kafka.DLQTopic {
 		return ss.Invalid("kafka.parked_topic", "must differ from the events and dead-letter topics")
@@ -229,7 +271,11 @@ func (c Worker) validate() error {
 	if w.Outage.FailureRatio <= 0 || w.Outage.FailureRatio > 1 {
 		return ss.Invalid("worker.outage.failure_ratio", "%v is not in (0, 1]", w.Outage.FailureRatio)
 	}
+	if w.StaleGuard.Horizon < c.Kafka.DLQRetention {
+		return ss.Invalid("worker.stale_guard.horizon", "%v is shorter than %s %v: a DLQ copy replayed after its contact's state expired would overwrite newer data", w.StaleGuard.Horizon, ss.Lookup("kafka.dlq_retention").Env(), c.Kafka.DLQRetention)
+	}
 	return positive(ss, map[string]time.Duration{
+		"worker.stale_guard.horizon": w.StaleGuard.Horizon, "worker.stale_guard.max_clock_skew": w.StaleGuard.MaxClockSkew,
 		"worker.shutdown_timeout": w.ShutdownTimeout, "worker.contacts_api_timeout": w.ContactsAPITimeout,
 		"worker.retry.initial_interval": w.Retry.InitialInterval,
 		"worker.retry.max_interval":     w.Retry.MaxInterval, "worker.retry.max_elapsed_time": w.Retry.MaxElapsedTime,

@@ -37,12 +37,12 @@ func Connect(ctx context.Context, brokers []string, sc *sarama.Config, log zerol
 	return client, nil
 }
 
-// Provision creates the missing topics of specs through client and logs what
-// it did.
-func Provision(client sarama.Client, specs []TopicSpec, log zerolog.Logger) error {
+// Provision creates the missing topics of specs through client, logs what
+// it did and returns the names of the topics it created.
+func Provision(client sarama.Client, specs []TopicSpec, log zerolog.Logger) ([]string, error) {
 	admin, err := sarama.NewClusterAdminFromClient(client)
 	if err != nil {
-		return fmt.Errorf("kafka admin: %w", err)
+		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
 	// Closing the admin would close the shared client; it holds nothing else.
 	created, err := ensureTopics(admin, specs)
@@ -50,9 +50,9 @@ func Provision(client sarama.Client, specs []TopicSpec, log zerolog.Logger) erro
 		log.Info().Str("topic", name).Msg("created topic")
 	}
 	if err != nil {
-		return fmt.Errorf("provisioning topics: %w", err)
+		return created, fmt.Errorf("provisioning topics: %w", err)
 	}
-	return nil
+	return created, nil
 }
 
 // newClient is sarama.NewClient that gives up when ctx ends: one attempt

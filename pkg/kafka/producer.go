@@ -109,3 +109,37 @@ func (p *Producer) Close() {
 	p.ap.AsyncClose()
 	<-p.done
 }
+
+// EnqueueAll sends msgs in their order and waits until Kafka acknowledged
+// every one (nil), or returns the first refusal or ctx's error. Records of
+// one partition are written in the order given (sarama's idempotent
+// producer keeps a partition's order through its retries).
+func (p *Producer) EnqueueAll(ctx context.Context, msgs []*sarama.ProducerMessage) error {
+	pending := make([]chan error, 0, len(msgs))
+	var first error
+	for _, msg := range msgs {
+		result := results.Get().(chan error)
+		msg.Metadata = result
+		if err := p.send(ctx, msg); err != nil {
+			results.Put(result)
+			first = err
+			break
+		}
+		pending = append(pending, result)
+	}
+	for _, result := range pending {
+		select {
+		case err := <-result:
+			results.Put(result)
+			if first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			if first == nil {
+				first = ctx.Err()
+			}
+			return first // the rest may still receive their answers: not reused
+		}
+	}
+	return first
+}

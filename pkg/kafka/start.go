@@ -18,7 +18,7 @@ func Start(ctx context.Context, c config.Kafka, sc *sarama.Config, log zerolog.L
 		return nil, err
 	}
 	if c.ProvisionTopics {
-		if err := Provision(client, serviceTopics(c), log); err != nil {
+		if _, err := Provision(client, serviceTopics(c), log); err != nil {
 			client.Close()
 			return nil, err
 		}

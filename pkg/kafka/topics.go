@@ -18,10 +18,19 @@ type TopicSpec struct {
 	ReplicationFactor int16
 	Retention         time.Duration
 	MaxMessageBytes   int
-	// Compact keeps the latest record of each key (cleanup.policy=compact)
-	// instead of deleting by age.
-	Compact bool
+	// CleanupPolicy is the topic's cleanup.policy: by age (delete) when
+	// empty; CompactDelete keeps the latest record of each key and deletes
+	// those older than Retention too.
+	CleanupPolicy string
+	// Segment, when set, is segment.ms: how long a partition's active
+	// segment may grow before it is rolled, so compaction and deletion by
+	// age reach its records.
+	Segment time.Duration
 }
+
+// CompactDelete is the cleanup.policy of a topic holding the latest record
+// of each key for Retention after it was written.
+const CompactDelete = "compact,delete"
 
 // serviceTopics returns the specs of the events topic and the dead-letter topic.
 func serviceTopics(c config.Kafka) []TopicSpec {
@@ -31,11 +40,15 @@ func serviceTopics(c config.Kafka) []TopicSpec {
 	}
 }
 
-// ParkedTopic returns the spec of contact-worker's parked-contacts topic:
-// compacted, with as many partitions as the events topic has (partitions),
-// partition for partition.
-func ParkedTopic(c config.Kafka, partitions int32) TopicSpec {
-	return TopicSpec{Name: c.ParkedTopic, Partitions: partitions, ReplicationFactor: int16(c.ReplicationFactor), MaxMessageBytes: c.MaxMessageBytes, Compact: true}
+// StateTopic returns the spec of contact-worker's state topic, named name:
+// the latest record of each contact, kept for horizon after it was written
+// (compact,delete), with partitions partitions (the events topic's when
+// created, so each events partition's contacts are one state partition's).
+// Its segments roll daily, so neither compaction nor deletion by age waits
+// for a segment to fill.
+func StateTopic(c config.Kafka, name string, partitions int32, horizon time.Duration) TopicSpec {
+	return TopicSpec{Name: name, Partitions: partitions, ReplicationFactor: int16(c.ReplicationFactor), MaxMessageBytes: c.MaxMessageBytes,
+		CleanupPolicy: CompactDelete, Retention: horizon, Segment: 24 * time.Hour}
 }
 
 // minInSyncReplicas is the min.insync.replicas of a created topic: acks=all
@@ -69,9 +82,12 @@ func ensureTopics(admin topicAdmin, specs []TopicSpec) ([]string, error) {
 		maxBytes := strconv.Itoa(s.MaxMessageBytes)
 		minISR := strconv.Itoa(minInSyncReplicas(s.ReplicationFactor))
 		entries := map[string]*string{"retention.ms": &retention, "max.message.bytes": &maxBytes, "min.insync.replicas": &minISR}
-		if s.Compact {
-			compact := "compact"
-			entries = map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes, "min.insync.replicas": &minISR}
+		if s.CleanupPolicy != "" {
+			entries["cleanup.policy"] = &s.CleanupPolicy
+		}
+		if s.Segment > 0 {
+			segment := strconv.FormatInt(s.Segment.Milliseconds(), 10)
+			entries["segment.ms"] = &segment
 		}
 		detail := &sarama.TopicDetail{NumPartitions: s.Partitions, ReplicationFactor: s.ReplicationFactor, ConfigEntries: entries}
 		err := admin.CreateTopic(s.Name, detail, false)

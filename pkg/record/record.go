@@ -79,3 +79,33 @@ func (b *headerValues) time(t time.Time) []byte {
 func header(k, v string) sarama.RecordHeader {
 	return sarama.RecordHeader{Key: []byte(k), Value: []byte(v)}
 }
+
+// Arrival returns when the event of m reached the service: its received_at
+// header (the gateway's clock), else the record's own timestamp; ok is
+// false when it has neither.
+func Arrival(m *sarama.ConsumerMessage) (at time.Time, ok bool) {
+	if v, found := Header(m.Headers, HeaderReceivedAt); found {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			return t, true
+		}
+	}
+	if !m.Timestamp.IsZero() && m.Timestamp.Unix() > 0 {
+		return m.Timestamp, true
+	}
+	return time.Time{}, false
+}
+
+// Forward returns the record that moves m, unchanged (key, value and every
+// header, in order), to partition p of its topic: where its key belongs.
+func Forward(m *sarama.ConsumerMessage, p int32) *sarama.ProducerMessage {
+	out := &sarama.ProducerMessage{Topic: m.Topic, Partition: p, Value: sarama.ByteEncoder(m.Value)}
+	if m.Key != nil {
+		out.Key = sarama.ByteEncoder(m.Key)
+	}
+	for _, h := range m.Headers {
+		if h != nil {
+			out.Headers = append(out.Headers, sarama.RecordHeader{Key: h.Key, Value: h.Value})
+		}
+	}
+	return out
+}

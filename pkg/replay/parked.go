@@ -8,69 +8,83 @@ import (
 
 	"github.com/IBM/sarama"
 
-	"github.com/acmecrm/integration-service/pkg/parking"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
+	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/record"
 )
 
 // parkedLine is one line of --replay-list-parked.
 type parkedLine struct {
-	Action       string    `json:"action"` // parked
-	ContactID    string    `json:"contact_id"`
-	Head         string    `json:"head"`
-	HeadKind     string    `json:"head_kind"`
-	ParkedEvents int       `json:"parked_events"` // behind the head
-	Events       []string  `json:"events"`        // head first, in order
-	Since        time.Time `json:"since"`
+	Action    string `json:"action"` // parked
+	ContactID string `json:"contact_id"`
+	Head      string `json:"head"`
+	HeadKind  string `json:"head_kind"`
+	// HeadTimestamp is the head event's AcmeCRM timestamp (absent when
+	// the head could not be parsed).
+	HeadTimestamp *time.Time `json:"head_timestamp,omitempty"`
+	// ParkedRecords were parked behind the head (a parked event put back
+	// and parked again counts again).
+	ParkedRecords int       `json:"parked_records"`
+	Since         time.Time `json:"since"`
 }
 
 // contactLine is a line about a contact asked for: not_parked, or missing
-// (parked events without a copy in the DLQ).
+// (its head has no copy left in the DLQ).
 type contactLine struct {
-	Action    string   `json:"action"`
-	ContactID string   `json:"contact_id"`
-	Missing   []string `json:"missing,omitempty"`
+	Action    string `json:"action"`
+	ContactID string `json:"contact_id"`
+	Head      string `json:"head,omitempty"`
 }
 
 // listParked prints the parked contacts, one line each, sorted by contact.
-func (rp *run) listParked(ctx context.Context, client sarama.Client, topic string) error {
-	entries, err := parking.ReadAll(ctx, client, topic)
+func (rp *run) listParked(ctx context.Context, client sarama.Client, topic string, owner contactstate.Owner) error {
+	parked, err := rp.parked(ctx, client, topic, owner)
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		if !e.Parked() {
-			continue // remembers discarded events only
-		}
+	for _, c := range parked {
 		rp.sum.ParkedContacts++
-		if err := rp.enc.Encode(parkedLine{"parked", e.ContactID, e.Head(), e.HeadKind, len(e.Events) - 1, e.Events, e.Since}); err != nil {
+		line := parkedLine{Action: "parked", ContactID: c.ID, Head: c.Parked.Head.EventID, HeadKind: c.Parked.HeadKind, ParkedRecords: c.Parked.Records, Since: c.Parked.Since}
+		if at := c.Parked.Head.At; !at.IsZero() {
+			line.HeadTimestamp = &at
+		}
+		if err := rp.enc.Encode(line); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// parked reads the parked contacts of the state topic, logging the records
+// it could not read.
+func (rp *run) parked(ctx context.Context, client sarama.Client, topic string, owner contactstate.Owner) ([]contactstate.Contact, error) {
+	parked, st, err := contactstate.ReadAll(ctx, client, topic, owner, contactstate.State.IsParked)
+	for _, u := range st.Unreadable {
+		rp.log.Error().Err(u.Err).Str("topic", topic).Int32("partition", u.Partition).Int64("offset", u.Offset).Str("contact_id", u.Key).Msg("unreadable state record skipped")
+	}
+	return parked, err
+}
+
 // release puts each chosen parked contact's events back on the events
-// topic in their order, head first: the latest DLQ copy of each event the
-// parked record lists (an event dead-lettered again has a newer copy). The
-// worker applies them in that order and releases the contact after the
-// last. With DiscardEventID, the head goes back marked never to apply. A
-// contact one of whose events has no copy left in the DLQ (retention) is
-// not touched: its events could not be applied in order. The routine
-// replay position is neither read nor moved.
-func (rp *run) release(ctx context.Context, client sarama.Client, consumer sarama.Consumer, parkedTopic, dlq string) error {
-	entries, err := parking.ReadAll(ctx, client, parkedTopic)
+// topic, head first: the latest DLQ copy of its head, then the latest copy
+// of each event parked behind it, in the order they were first parked. The
+// worker applies the head when it comes back, which releases the contact,
+// then the others in turn (each one older than what the contact holds by
+// then is stale). With DiscardEventID, the head goes back marked never to
+// apply. A contact whose head has no copy left in the DLQ (retention) is
+// not touched. The routine replay position is neither read nor moved.
+func (rp *run) release(ctx context.Context, client sarama.Client, consumer sarama.Consumer, stateTopic string, owner contactstate.Owner, dlq string) error {
+	all, err := rp.parked(ctx, client, stateTopic, owner)
 	if err != nil {
 		return err
 	}
-	parked := map[string]parking.Entry{}
-	for _, e := range entries {
-		if e.Parked() {
-			parked[e.ContactID] = e
-		}
+	parked := map[string]contactstate.State{}
+	for _, c := range all {
+		parked[c.ID] = c.State
 	}
-	want := map[string]parking.Entry{}
+	want := map[string]contactstate.State{}
 	for _, c := range rp.cfg.ContactIDs {
-		e, ok := parked[c]
+		s, ok := parked[c]
 		if !ok {
 			rp.sum.NotParked++
 			if err := rp.enc.Encode(contactLine{Action: "not_parked", ContactID: c}); err != nil {
@@ -78,39 +92,37 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 			}
 			continue
 		}
-		if d := rp.cfg.DiscardEventID; d != "" && d != e.Head() {
-			return fmt.Errorf("%s is not the head of contact %s (its head is %s): only the head can be discarded", d, c, e.Head())
+		if d := rp.cfg.DiscardEventID; d != "" && d != s.Parked.Head.EventID {
+			return fmt.Errorf("%s is not the head of contact %s (its head is %s): only the head can be discarded", d, c, s.Parked.Head.EventID)
 		}
-		want[c] = e
+		want[c] = s
 	}
 	if len(want) == 0 {
 		return nil
 	}
-	latest, err := latestCopies(ctx, client, consumer, dlq, want)
+	copies, err := parkedCopies(ctx, client, consumer, dlq, want)
 	if err != nil {
 		return err
 	}
 	for _, c := range rp.cfg.ContactIDs {
-		e, ok := want[c]
+		s, ok := want[c]
 		if !ok {
 			continue
 		}
-		var missing []string
-		for _, id := range e.Events {
-			if latest[c][id] == nil {
-				missing = append(missing, id)
-			}
-		}
-		if len(missing) > 0 {
+		cc := copies[c]
+		if cc == nil || cc.head == nil {
 			rp.sum.Missing++
-			rp.log.Error().Str("contact_id", c).Strs("missing", missing).Msg("parked events without a copy in the DLQ: contact left parked")
-			if err := rp.enc.Encode(contactLine{Action: "missing", ContactID: c, Missing: missing}); err != nil {
+			rp.log.Error().Str("contact_id", c).Str("head", s.Parked.Head.EventID).Msg("the head has no copy in the DLQ: contact left parked")
+			if err := rp.enc.Encode(contactLine{Action: "missing", ContactID: c, Head: s.Parked.Head.EventID}); err != nil {
 				return err
 			}
 			continue
 		}
-		for _, id := range e.Events {
-			if err := rp.putBack(ctx, latest[c][id], id == rp.cfg.DiscardEventID); err != nil {
+		if err := rp.putBack(ctx, cc.head, rp.cfg.DiscardEventID != ""); err != nil {
+			return err
+		}
+		for _, m := range cc.parked {
+			if err := rp.putBack(ctx, m, false); err != nil {
 				return err
 			}
 		}
@@ -142,27 +154,48 @@ func (rp *run) putBack(ctx context.Context, m *sarama.ConsumerMessage, discard b
 	return rp.enc.Encode(line{"discarded", e})
 }
 
-// latestCopies reads the whole DLQ and returns, for each contact of want
-// and each event it has parked, the newest dead-letter record of it.
-func latestCopies(ctx context.Context, client sarama.Client, consumer sarama.Consumer, dlq string, want map[string]parking.Entry) (map[string]map[string]*sarama.ConsumerMessage, error) {
-	out := map[string]map[string]*sarama.ConsumerMessage{}
+// contactCopies are the DLQ records a release of one contact puts back.
+type contactCopies struct {
+	// head is the latest copy of the head (its own dead letter, not a parked one).
+	head *sarama.ConsumerMessage
+	// parked is the latest copy of each event parked behind the head, in
+	// the order they were first parked.
+	parked []*sarama.ConsumerMessage
+	seen   map[string]int // event id -> index in parked
+}
+
+// parkedCopies reads the whole DLQ and returns, for each contact of want,
+// the copies of its head and of the events parked behind it.
+func parkedCopies(ctx context.Context, client sarama.Client, consumer sarama.Consumer, dlq string, want map[string]contactstate.State) (map[string]*contactCopies, error) {
+	out := map[string]*contactCopies{}
 	partitions, err := client.Partitions(dlq)
 	if err != nil {
 		return nil, fmt.Errorf("partitions of %s: %w", dlq, err)
 	}
 	for _, p := range partitions {
-		err := readRange(ctx, client, consumer, dlq, p, func(m *sarama.ConsumerMessage) {
-			e, ok := want[string(m.Key)]
+		err := kafka.ReadRange(ctx, client, consumer, dlq, p, func(m *sarama.ConsumerMessage) {
+			s, ok := want[string(m.Key)]
 			if !ok {
 				return
 			}
 			id, _ := record.Identity(m)
-			for _, parked := range e.Events {
-				if parked == id {
-					if out[e.ContactID] == nil {
-						out[e.ContactID] = map[string]*sarama.ConsumerMessage{}
-					}
-					out[e.ContactID][id] = m // later offsets are newer copies
+			kind, _ := record.Header(m.Headers, record.HeaderDLQErrorKind)
+			behind, _ := record.Header(m.Headers, record.HeaderDLQParkedBehind)
+			head := s.Parked.Head.EventID
+			c := out[string(m.Key)]
+			if c == nil {
+				c = &contactCopies{seen: map[string]int{}}
+				out[string(m.Key)] = c
+			}
+			switch {
+			case id == head && kind != string(record.KindParked):
+				c.head = m // later offsets are newer copies
+			case id != head && kind == string(record.KindParked) && behind == head:
+				if i, ok := c.seen[id]; ok {
+					c.parked[i] = m
+				} else {
+					c.seen[id] = len(c.parked)
+					c.parked = append(c.parked, m)
 				}
 			}
 		})
@@ -171,45 +204,6 @@ func latestCopies(ctx context.Context, client sarama.Client, consumer sarama.Con
 		}
 	}
 	return out, nil
-}
-
-// readRange calls fn with every record of partition p from its oldest to
-// its end as of the call.
-func readRange(ctx context.Context, client sarama.Client, consumer sarama.Consumer, topic string, p int32, fn func(*sarama.ConsumerMessage)) error {
-	oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
-	if err != nil {
-		return err
-	}
-	end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-	if err != nil {
-		return err
-	}
-	if oldest >= end {
-		return nil
-	}
-	pc, err := consumer.ConsumePartition(topic, p, oldest)
-	if err != nil {
-		return fmt.Errorf("reading %s/%d: %w", topic, p, err)
-	}
-	defer pc.AsyncClose()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-pc.Errors():
-			return fmt.Errorf("reading %s/%d: %w", topic, p, err)
-		case <-time.After(endIdle):
-			return nil // offsets without records up to the end
-		case m := <-pc.Messages():
-			if m.Offset >= end {
-				return nil
-			}
-			fn(m)
-			if m.Offset == end-1 {
-				return nil
-			}
-		}
-	}
 }
 
 // defaultActor names who runs a replay when --replay-actor is not given.

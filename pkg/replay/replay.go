@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acmecrm/integration-service/pkg/config"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/pkg/telemetry"
@@ -56,8 +57,8 @@ type Summary struct {
 	WouldDiscard int `json:"would_discard,omitempty"`
 	// NotParked contacts were asked for but are not parked (release).
 	NotParked int `json:"not_parked,omitempty"`
-	// Missing contacts have a parked event with no copy left in the DLQ,
-	// and were left parked (release).
+	// Missing contacts have a head with no copy left in the DLQ, and were
+	// left parked (release).
 	Missing int `json:"missing,omitempty"`
 }
 
@@ -120,9 +121,10 @@ func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolo
 		return sum, err
 	}
 	defer kafka.Close(consumer, "consumer", log)
+	owner := contactstate.Owner{Topic: cfg.Kafka.Topic, Group: cfg.Fleet.GroupID}
 	rp := &run{cfg: r, topic: cfg.Kafka.Topic, filter: filter, enc: json.NewEncoder(out), sum: &sum, tracer: tracer, log: log}
 	if sum.Action == "list_parked" {
-		if err := rp.listParked(ctx, client, cfg.Kafka.ParkedTopic); err != nil {
+		if err := rp.listParked(ctx, client, cfg.StateTopic(), owner); err != nil {
 			return sum, err
 		}
 		return sum, rp.enc.Encode(sum)
@@ -145,7 +147,7 @@ func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolo
 		defer rp.tick.Stop()
 	}
 	if sum.Action == "release" {
-		if err := rp.release(ctx, client, consumer, cfg.Kafka.ParkedTopic, dlq); err != nil {
+		if err := rp.release(ctx, client, consumer, cfg.StateTopic(), owner, dlq); err != nil {
 			return sum, err
 		}
 		return sum, rp.enc.Encode(sum)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -9,6 +10,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/acmecrm/integration-service/pkg/config"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
+	"github.com/acmecrm/integration-service/pkg/record"
 )
 
 // dispatcher is the sarama ConsumerGroupHandler: one ConsumeClaim per
@@ -32,10 +35,19 @@ type dispatcher struct {
 	// metadata, so that records finished above it by the partition's last
 	// owner are skipped.
 	committed func(topic string, partition int32) (int64, string, error)
-	// loadParked, when set, rebuilds a partition's parked contacts before
-	// anything of it is applied; dropParked forgets them when it is released.
-	loadParked func(ctx context.Context, partition int32) error
-	dropParked func(partition int32)
+	// state, when set, keeps the contacts' states in the state topic: a
+	// partition's are rebuilt before anything of it is applied, and an
+	// event whose contact's state changed is finished only once its record
+	// was written.
+	state contactStates
+	// partitions, when set, returns the events topic's partition count as
+	// the brokers see it now (read at each session's start).
+	partitions func(topic string) (int32, error)
+	// eventPartitions is the events topic's partition count in the current
+	// session: a record whose key belongs to another partition (placed by
+	// a producer hashing otherwise, or before partitions were added) is
+	// forwarded there, so each contact is handled in one partition.
+	eventPartitions int32
 }
 
 // metadataInterval is how often a partition's commit metadata (its
@@ -46,8 +58,25 @@ func newDispatcher(proc *processor, w config.WorkerFleet, outage *outageDetector
 	return &dispatcher{proc: proc, slots: make(chan struct{}, w.MaxInFlight), buffer: w.PartitionBuffer, ordering: w.Ordering, outage: outage}
 }
 
+// Setup reads the events topic's partition count for the session.
 func (h *dispatcher) Setup(s sarama.ConsumerGroupSession) error {
 	h.proc.Log.Info().Interface("claims", s.Claims()).Int32("generation", s.GenerationID()).Str("member", s.MemberID()).Msg("partitions assigned")
+	h.eventPartitions = 0
+	if h.partitions == nil {
+		return nil
+	}
+	for topic, claimed := range s.Claims() {
+		n, err := h.partitions(topic)
+		if err != nil {
+			return fmt.Errorf("partitions of %s: %w", topic, err)
+		}
+		for _, p := range claimed {
+			if p >= n {
+				return fmt.Errorf("partition %d of %s assigned, but the brokers' metadata says it has %d", p, topic, n)
+			}
+		}
+		h.eventPartitions = n
+	}
 	return nil
 }
 
@@ -62,6 +91,9 @@ func (h *dispatcher) Cleanup(s sarama.ConsumerGroupSession) error {
 type finished struct {
 	msg     *sarama.ConsumerMessage
 	outcome eventOutcome
+	// changed: the contact's state changed, so the event is finished only
+	// once the state's record is written.
+	changed bool
 }
 
 // ConsumeClaim runs one partition until it is revoked or the session ends:
@@ -83,11 +115,15 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 	defer m.buffered.DeleteLabelValues(labels...)
 	defer m.watermarkLag.DeleteLabelValues(labels...)
 
-	if h.loadParked != nil {
+	if h.state != nil {
 		if !h.load(ctx, partition) {
 			return nil // the session ended first
 		}
-		defer h.dropParked(partition)
+		defer h.state.drop(partition)
+	}
+	var flush *stateFlush
+	if h.state != nil {
+		flush = newStateFlush(h.state, partition, m.stateWriteFailures, h.proc.Log)
 	}
 	wm := newWatermark()
 	var finishedBefore func(int64) bool
@@ -118,10 +154,16 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		running++
 		m.inFlight.Inc()
 		go func() {
-			out := h.proc.Process(ctx, msg)
+			var f finished
+			if h.misplaced(msg) {
+				f = finished{msg, h.forward(ctx, msg), false}
+			} else {
+				out, changed := h.proc.Process(ctx, msg)
+				f = finished{msg, out, changed}
+			}
 			m.inFlight.Dec()
 			<-h.slots
-			done <- finished{msg, out}
+			done <- f
 		}()
 	}
 	marked, markedMeta := int64(-1), ""
@@ -150,12 +192,25 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 	}
 	tick := time.NewTicker(metadataInterval)
 	defer tick.Stop()
+	var flushTick <-chan time.Time
+	if flush != nil {
+		t := time.NewTicker(flushInterval)
+		defer t.Stop()
+		flushTick = t.C
+	}
 	messages := claim.Messages()
 	for {
-		if stopping && running == 0 {
+		if stopping && running == 0 && flush.idle(true) {
 			mark()
 			markMetadata()
 			return nil
+		}
+		var flushed <-chan flushResult
+		if flush != nil {
+			if flush.due(stopping, false) {
+				flush.start(ctx)
+			}
+			flushed = flush.results
 		}
 		var in <-chan *sarama.ConsumerMessage
 		var resumed <-chan struct{}
@@ -206,14 +261,27 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 				stop() // the session is ending; the event stays unfinished, uncommitted
 				continue
 			}
-			wm.finish(f.msg.Offset)
-			mark()
+			if f.changed {
+				flush.add(string(f.msg.Key), f.msg.Offset) // finished once written
+			} else {
+				wm.finish(f.msg.Offset)
+				mark()
+			}
 			k := h.key(f.msg)
 			if q := queues[k][1:]; len(q) > 0 {
 				queues[k] = q
 				ready = append(ready, q[0])
 			} else {
 				delete(queues, k)
+			}
+		case r := <-flushed:
+			for _, o := range flush.end(r, stopping) {
+				wm.finish(o)
+			}
+			mark()
+		case <-flushTick:
+			if flush.due(stopping, true) {
+				flush.start(ctx)
 			}
 		case <-tick.C:
 			markMetadata()
@@ -224,16 +292,37 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 	}
 }
 
-// load rebuilds the partition's parked contacts, again until it works or
+// load rebuilds the partition's contact states, again until it works or
 // ctx ends (false): nothing of the partition may be applied without them.
 func (h *dispatcher) load(ctx context.Context, partition int32) bool {
 	b := backoff.NewExponentialBackOff()
 	b.MaxElapsedTime = 0
-	err := backoff.RetryNotify(func() error { return h.loadParked(ctx, partition) }, backoff.WithContext(b, ctx),
+	err := backoff.RetryNotify(func() error { return h.state.load(ctx, partition, h.eventPartitions) }, backoff.WithContext(b, ctx),
 		func(err error, wait time.Duration) {
-			h.proc.Log.Error().Err(err).Int32("partition", partition).Dur("retry_in", wait).Msg("reading the parked contacts failed, retrying")
+			h.proc.Log.Error().Err(err).Int32("partition", partition).Dur("retry_in", wait).Msg("reading the contacts' states failed, retrying")
 		})
 	return err == nil
+}
+
+// misplaced reports whether msg's key belongs to another partition of the
+// events topic than the one it was read from.
+func (h *dispatcher) misplaced(msg *sarama.ConsumerMessage) bool {
+	return h.state != nil && h.eventPartitions > 0 && len(msg.Key) > 0 &&
+		contactstate.Partition(msg.Key, h.eventPartitions) != msg.Partition
+}
+
+// forward writes msg, unchanged, to the partition its key belongs to.
+func (h *dispatcher) forward(ctx context.Context, msg *sarama.ConsumerMessage) eventOutcome {
+	to := contactstate.Partition(msg.Key, h.eventPartitions)
+	id, eventType := record.Identity(msg)
+	if err := h.state.forward(ctx, msg, to); err != nil {
+		h.proc.Log.Warn().Err(err).Str("event_id", id).Int32("partition", msg.Partition).Int64("offset", msg.Offset).Msg("abandoned before the forwarded record was acknowledged; not committed")
+		return outcomeAbandoned
+	}
+	h.proc.Metrics.events.WithLabelValues(eventTypeLabel(eventType), string(outcomeForwarded)).Inc()
+	h.proc.Log.Info().Str("event_id", id).Int32("partition", msg.Partition).Int64("offset", msg.Offset).Int32("to_partition", to).
+		Msg("forwarded to the partition its key belongs to")
+	return outcomeForwarded
 }
 
 // key is what orders events: the record key (contact id) by default, or

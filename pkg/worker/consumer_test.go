@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/acmecrm/integration-service/pkg/config"
 	"github.com/acmecrm/integration-service/pkg/contacts"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
+	"github.com/acmecrm/integration-service/pkg/record"
 )
 
 // fakeSession is the part of a sarama session ConsumeClaim uses.
@@ -391,5 +395,220 @@ func TestConsumeClaimOutageWithNothingInFlight(t *testing.T) {
 	<-done
 	if out.Out() {
 		t.Error("still out after the API answered")
+	}
+}
+
+// fakeStates keeps contacts' states in memory, as the state topic would:
+// writes can be held or failed, and what each wrote is kept.
+type fakeStates struct {
+	store *contactstate.Store
+	// preload is installed by load.
+	preload map[string]contactstate.State
+
+	mu        sync.Mutex
+	hold      chan struct{} // when set, writes wait for it to close
+	fail      int           // writes still to fail
+	written   map[string]contactstate.State
+	writes    int
+	forwarded map[int32][]string // partition -> event ids
+}
+
+func newFakeStates(store *contactstate.Store) *fakeStates {
+	return &fakeStates{store: store, written: map[string]contactstate.State{}, forwarded: map[int32][]string{}}
+}
+
+func (f *fakeStates) load(_ context.Context, p, _ int32) error {
+	part := contactstate.NewPartitionState()
+	for c, s := range f.preload {
+		part.Put(c, s)
+	}
+	f.store.Install(p, part)
+	return nil
+}
+
+func (f *fakeStates) drop(p int32) { f.store.Drop(p) }
+
+func (f *fakeStates) write(ctx context.Context, p int32, contacts []string) error {
+	f.mu.Lock()
+	hold := f.hold
+	f.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	if f.fail > 0 {
+		f.fail--
+		return errors.New("broker unavailable")
+	}
+	for _, c := range contacts {
+		f.written[c] = f.store.Get(p, c)
+	}
+	return nil
+}
+
+func (f *fakeStates) forward(_ context.Context, m *sarama.ConsumerMessage, to int32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id, _ := record.Identity(m)
+	f.forwarded[to] = append(f.forwarded[to], id)
+	return nil
+}
+
+func (f *fakeStates) newestWritten(contact string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written[contact].Newest.EventID
+}
+
+func newStatefulHandler(api contactsAPI) (*dispatcher, *fakeStates) {
+	h := newTestHandler(api, 8, 1000, config.OrderingKey)
+	h.proc.State = contactstate.NewStore()
+	h.proc.Guard = guard{Enabled: true}
+	states := newFakeStates(h.proc.State)
+	h.state = states
+	return h, states
+}
+
+// An event whose contact's state changed is finished only once the state's
+// record is written: until then its offset is not marked, and a write that
+// fails is tried again.
+func TestConsumeClaimMarksOnlyWhatTheStateTopicHolds(t *testing.T) {
+	api := newSlowAPI(0)
+	claim, n := feed(5, 2)
+	h, states := newStatefulHandler(api)
+	states.hold = make(chan struct{})
+	states.fail = 2
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "every event applied", func() bool { return api.applied() == n })
+	time.Sleep(3 * flushInterval)
+	if got := s.mark(); got != 0 {
+		t.Fatalf("marked %d while no state was written, want 0", got)
+	}
+	states.mu.Lock()
+	close(states.hold)
+	states.mu.Unlock()
+	waitFor(t, "everything marked once written", func() bool { return s.mark() == int64(n) })
+	cancel()
+	<-done
+	for i := range 5 {
+		c := fmt.Sprintf("c%02d", i)
+		if got := states.newestWritten(c); got != fmt.Sprintf("evt_%s_001", c) {
+			t.Errorf("%s: newest written %q, want its second event", c, got)
+		}
+	}
+	if got := testutil.ToFloat64(h.proc.Metrics.stateWriteFailures); got != 2 {
+		t.Errorf("state write failures %v, want 2", got)
+	}
+}
+
+// A stop waits for the write in flight and makes a last one for what is
+// left, so what was applied is committed; a last write that fails leaves
+// its events uncommitted (the next owner applies them again).
+func TestConsumeClaimStopWritesTheStates(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprint("last write fails=", fail), func(t *testing.T) {
+			api := newSlowAPI(0)
+			claim, n := feed(3, 1)
+			h, states := newStatefulHandler(api)
+			states.hold = make(chan struct{})
+			s, cancel, done := runClaim(t, h, claim)
+			waitFor(t, "every event applied", func() bool { return api.applied() == n })
+			cancel()
+			time.Sleep(20 * time.Millisecond)
+			select {
+			case <-done:
+				t.Fatal("ConsumeClaim returned while a state write was in flight")
+			default:
+			}
+			states.mu.Lock()
+			if fail {
+				states.fail = 10
+			}
+			close(states.hold)
+			states.mu.Unlock()
+			<-done
+			want := int64(n)
+			if fail {
+				want = 0
+			}
+			if got := s.mark(); got != want {
+				t.Errorf("marked %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+// The states rebuilt on assignment decide: an event older than its
+// contact's newest is stale, never applied; its offset is marked at once.
+func TestConsumeClaimUsesTheLoadedStates(t *testing.T) {
+	api := newSlowAPI(0)
+	claim := fakeClaim{msgs: make(chan *sarama.ConsumerMessage, 3)}
+	claim.msgs <- event(0, "x", 0) // 2025-05-17T17:06:39Z
+	h, states := newStatefulHandler(api)
+	states.preload = map[string]contactstate.State{"x": {Newest: contactstate.Mark{EventID: "newer", At: ts("2025-05-17T18:00:00Z")}}}
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "the stale event marked", func() bool { return s.mark() == 1 })
+	cancel()
+	<-done
+	if api.applied() != 0 {
+		t.Errorf("applied %v, want nothing: older than x's newest", api.order)
+	}
+	if states.writes != 0 {
+		t.Errorf("%d state writes for a stale event, want none", states.writes)
+	}
+}
+
+// A record whose key belongs to another partition is forwarded there, in
+// order, not applied here.
+func TestConsumeClaimForwardsMisplacedRecords(t *testing.T) {
+	api := newSlowAPI(0)
+	h, states := newStatefulHandler(api)
+	h.eventPartitions = 4
+	claim := fakeClaim{msgs: make(chan *sarama.ConsumerMessage, 10)}
+	var mine, theirs []string
+	for i := 0; len(mine) < 2 || len(theirs) < 3; i++ {
+		c := fmt.Sprintf("k%d", i)
+		m := event(int64(len(mine)+len(theirs)), c, 0)
+		if contactstate.Partition([]byte(c), 4) == 0 {
+			if len(mine) == 2 {
+				continue
+			}
+			mine = append(mine, c)
+		} else {
+			if len(theirs) == 3 {
+				continue
+			}
+			theirs = append(theirs, c)
+		}
+		claim.msgs <- m
+	}
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "everything marked", func() bool { return s.mark() == 5 })
+	cancel()
+	<-done
+	if api.applied() != 2 {
+		t.Errorf("applied %d, want the 2 records of partition 0", api.applied())
+	}
+	n := 0
+	for to, ids := range states.forwarded {
+		for _, id := range ids {
+			c := strings.Split(id, "_")[1]
+			if contactstate.Partition([]byte(c), 4) != to {
+				t.Errorf("%s forwarded to %d, its key belongs to %d", id, to, contactstate.Partition([]byte(c), 4))
+			}
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("forwarded %v, want the 3 others", states.forwarded)
+	}
+	if got := testutil.ToFloat64(h.proc.Metrics.events.WithLabelValues("contact.updated", "forwarded")); got != 3 {
+		t.Errorf("forwarded counted %v, want 3", got)
 	}
 }

@@ -4,30 +4,33 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the worker's Prometheus metrics.
 type Metrics struct {
-	events              *prometheus.CounterVec
-	retries             *prometheus.CounterVec
-	deadLettered        *prometheus.CounterVec
-	applyDuration       *prometheus.HistogramVec
-	lag                 *prometheus.GaugeVec
-	dlqPublishFailures  prometheus.Counter
-	inFlight            prometheus.Gauge
-	buffered            *prometheus.GaugeVec
-	watermarkLag        *prometheus.GaugeVec
-	outage              prometheus.Gauge
-	outages             prometheus.Counter
-	skipped             prometheus.Counter
-	parked              prometheus.Gauge
-	parkedEvents        prometheus.Counter
-	parkedWriteFailures prometheus.Counter
-	replayed            prometheus.Counter
-	dlqRecords          prometheus.Gauge
+	events             *prometheus.CounterVec
+	retries            *prometheus.CounterVec
+	deadLettered       *prometheus.CounterVec
+	applyDuration      *prometheus.HistogramVec
+	lag                *prometheus.GaugeVec
+	dlqPublishFailures prometheus.Counter
+	inFlight           prometheus.Gauge
+	buffered           *prometheus.GaugeVec
+	watermarkLag       *prometheus.GaugeVec
+	outage             prometheus.Gauge
+	outages            prometheus.Counter
+	skipped            prometheus.Counter
+	parked             prometheus.Gauge
+	parkedEvents       prometheus.Counter
+	stateWriteFailures prometheus.Counter
+	replayed           prometheus.Counter
+	dlqRecords         prometheus.Gauge
+	contacts           prometheus.Gauge
+	stateLoad          prometheus.Histogram
+	stateSkipped       *prometheus.CounterVec
 }
 
 // NewMetrics registers the worker's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "worker_events_total", Help: "Events processed, by event type and outcome (applied, dead_lettered, parked, discarded, abandoned).",
+			Name: "worker_events_total", Help: "Events processed, by event type and outcome (applied, dead_lettered, parked, stale, discarded, forwarded, abandoned).",
 		}, []string{"event_type", "outcome"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "worker_retries_total", Help: "Retries of transient Contacts API failures, by event type.",
@@ -69,8 +72,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		parkedEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "worker_parked_events_total", Help: "Events written to the DLQ behind their contact's unresolved dead-lettered event, not applied.",
 		}),
-		parkedWriteFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "worker_parked_write_failures_total", Help: "Failed attempts to write a contact's record to the parked topic (each is retried).",
+		stateWriteFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "worker_state_write_failures_total", Help: "Failed writes of contacts' states to the state topic (each is retried).",
 		}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "worker_replayed_events_total", Help: "Records processed that a DLQ replay put back (dlq_replay_count above 0).",
@@ -78,9 +81,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		dlqRecords: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "worker_dlq_records", Help: "Records the dead-letter topic retains (newest minus oldest offset, all partitions), read every 30 s.",
 		}),
+		contacts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "worker_state_contacts", Help: "Contacts whose state (newest event applied, parking) this member holds in memory, in the partitions it holds.",
+		}),
+		stateLoad: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "worker_state_load_duration_seconds", Help: "Time to rebuild an assigned partition's contact states from the state topic.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}),
+		stateSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "worker_state_records_skipped_total", Help: "State records skipped while rebuilding: unreadable, or foreign (another events topic or consumer group).",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.events, m.retries, m.deadLettered, m.applyDuration, m.lag, m.dlqPublishFailures,
-		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped, m.parked, m.parkedEvents, m.parkedWriteFailures,
-		m.replayed, m.dlqRecords)
+		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped, m.parked, m.parkedEvents, m.stateWriteFailures,
+		m.replayed, m.dlqRecords, m.contacts, m.stateLoad, m.stateSkipped)
+	for _, reason := range []string{"unreadable", "foreign"} {
+		m.stateSkipped.WithLabelValues(reason) // exported at 0 from the start
+	}
 	return m
 }

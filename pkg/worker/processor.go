@@ -8,11 +8,13 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
 	"github.com/acmecrm/integration-service/pkg/contacts"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
 	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
@@ -51,12 +53,28 @@ const (
 	outcomeParked eventOutcome = "parked"
 	// outcomeDiscarded: an SRE dropped it; never applied.
 	outcomeDiscarded eventOutcome = "discarded"
-	// outcomeAlreadyApplied: a replayed copy of an event a release applied before.
-	outcomeAlreadyApplied eventOutcome = "already_applied"
+	// outcomeStale: older than the newest event applied to its contact; never applied.
+	outcomeStale eventOutcome = "stale"
+	// outcomeForwarded: read from a partition its key does not belong to,
+	// and written, unchanged, to the one it does.
+	outcomeForwarded eventOutcome = "forwarded"
 )
 
-// processor applies one event: parse, call the Contacts API, retry
-// transient failures, dead-letter what cannot be applied.
+// guard configures the stale-event guard.
+type guard struct {
+	// Enabled keeps each contact's newest event applied and finds older
+	// ones stale; off, events are applied in the order they arrive.
+	Enabled bool
+	// MaxClockSkew is how far an event's timestamp may be ahead of its
+	// arrival (received_at); beyond, it is invalid: as the newest, it
+	// would make every later event of its contact stale.
+	MaxClockSkew time.Duration
+}
+
+// processor applies one event: decide from the contact's state, call the
+// Contacts API, retry transient failures, dead-letter what cannot be
+// applied, park what waits behind a dead letter, and keep the contact's
+// state.
 type processor struct {
 	// API is the Contacts API the events are applied to.
 	API     contactsAPI
@@ -64,8 +82,10 @@ type processor struct {
 	// Outage, when set, is told of every call's result.
 	Outage       *outageDetector
 	DeadLetterer deadLetterer
-	// Parking, when set, keeps each contact's order through the DLQ.
-	Parking *parkingState
+	// State, when set, keeps each contact's state (newest event applied,
+	// parking); the caller writes a changed state to the state topic.
+	State   *contactstate.Store
+	Guard   guard
 	Group   string
 	Metrics *Metrics
 	// Tracer makes the span of each event (the child of the span that wrote
@@ -75,11 +95,13 @@ type processor struct {
 	Now    func() time.Time
 }
 
-// Process returns Applied, DeadLettered, Parked or Discarded when the
-// event's offset may be committed, and Abandoned when ctx ended first
-// (shutdown or the partition revoked): the event is then neither applied
-// nor dead-lettered, and another member will get it again.
-func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out eventOutcome) {
+// Process returns what became of the event, and whether its contact's
+// state changed (then its record must be written before the event's
+// offset is committed). Applied, DeadLettered, Parked, Discarded and Stale
+// let the offset be committed; Abandoned means ctx ended first (shutdown or
+// the partition revoked): the event was neither applied nor dead-lettered,
+// and another member will get it again.
+func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out eventOutcome, changed bool) {
 	id, _ := record.Identity(m)
 	ctx, span := telemetry.StartProcess(ctx, p.Tracer, m, p.Group, trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key))))
 	defer func() {
@@ -97,25 +119,75 @@ func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out
 	if record.ReplayCount(m.Headers) > 0 {
 		p.Metrics.replayed.Inc()
 	}
-	if p.Parking == nil || len(m.Key) == 0 {
-		if record.IsDiscard(m) {
-			return p.discarded(log, id)
-		}
-		out, _ := p.apply(ctx, log, m, record.Failure{})
-		return out
+	f := p.facts(m, id)
+	contact := string(m.Key)
+	keep := p.State != nil && contact != ""
+	var s contactstate.State
+	if keep {
+		s = p.State.Get(m.Partition, contact)
 	}
-	return p.Parking.process(ctx, p, log, m, id)
+	v := decide(s, f, p.Guard.Enabled)
+	out, kind := p.carryOut(ctx, log, span, m, f, s, v)
+	if !keep || out == outcomeAbandoned {
+		return out, false
+	}
+	n := next(s, f, v, out, kind, p.Now().UTC(), p.Guard.Enabled)
+	if n.Equal(s) {
+		return out, false
+	}
+	p.State.Put(m.Partition, contact, n)
+	p.Metrics.parked.Set(float64(p.State.Parked()))
+	p.Metrics.contacts.Set(float64(p.State.Contacts()))
+	switch {
+	case !s.IsParked() && n.IsParked():
+		log.Warn().Str("contact_id", contact).Msg("contact parked: its later events wait in the DLQ behind this one until a replay")
+	case s.IsParked() && !n.IsParked():
+		log.Info().Str("contact_id", contact).Str("head", s.Parked.Head.EventID).Msg("contact released")
+	}
+	return out, true
 }
 
-// apply parses, applies, retries and dead-letters one event (f carries what
-// a dead letter must say beyond the failure); it returns the outcome and,
-// for a dead letter, its kind.
-func (p *processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, f record.Failure) (eventOutcome, record.Kind) {
+// facts reads what record m says of itself.
+func (p *processor) facts(m *sarama.ConsumerMessage, id string) facts {
+	f := facts{ID: id, Replayed: record.ReplayCount(m.Headers) > 0, Discard: record.IsDiscard(m)}
 	ev, err := acmecrm.Parse(m.Value)
 	if err != nil {
-		f.Err, f.Kind = fmt.Errorf("unparseable event: %w", err), record.KindInvalid
-		return p.deadLetter(ctx, log, m, "", f), f.Kind
+		f.Invalid = fmt.Errorf("unparseable event: %w", err)
+		return f
 	}
+	f.Event = ev
+	if arrived, ok := record.Arrival(m); ok && p.Guard.Enabled && p.Guard.MaxClockSkew > 0 {
+		if ahead := ev.Timestamp.Sub(arrived); ahead > p.Guard.MaxClockSkew {
+			f.Invalid = fmt.Errorf("timestamp %s is %v ahead of the event's arrival (%s), more than the clock skew allowed (WORKER_STALE_GUARD_MAX_CLOCK_SKEW %v): as its contact's newest it would make every later event stale",
+				ev.Timestamp.Format(time.RFC3339Nano), ahead, arrived.UTC().Format(time.RFC3339Nano), p.Guard.MaxClockSkew)
+		}
+	}
+	return f
+}
+
+// carryOut does what v says for the record m of facts f, its contact in
+// state s; it returns the outcome and, for a dead letter, its kind.
+func (p *processor) carryOut(ctx context.Context, log zerolog.Logger, span trace.Span, m *sarama.ConsumerMessage, f facts, s contactstate.State, v verdict) (eventOutcome, record.Kind) {
+	switch v {
+	case verdictApply, verdictApplyHead:
+		if f.Invalid != nil { // a head that was invalid, put back as it was
+			return p.deadLetter(ctx, log, m, "", record.Failure{Err: f.Invalid, Kind: record.KindInvalid}), record.KindInvalid
+		}
+		return p.apply(ctx, log, m, f.Event)
+	case verdictInvalid:
+		return p.deadLetter(ctx, log, m, "", record.Failure{Err: f.Invalid, Kind: record.KindInvalid}), record.KindInvalid
+	case verdictStale:
+		return p.stale(log, span, f, s), ""
+	case verdictPark:
+		return p.park(ctx, log, m, s), ""
+	default: // verdictDiscard, verdictDiscarded
+		return p.discarded(log, f), ""
+	}
+}
+
+// apply applies ev, retries and dead-letters; it returns the outcome and,
+// for a dead letter, its kind.
+func (p *processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, ev acmecrm.Event) (eventOutcome, record.Kind) {
 	start := p.Now()
 	span := trace.SpanFromContext(ctx)
 	span.SetAttributes(telemetry.EventType(ev.EventType))
@@ -140,7 +212,7 @@ func (p *processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 		})
 	p.Metrics.applyDuration.WithLabelValues(ev.EventType).Observe(p.Now().Sub(start).Seconds())
 	span.SetAttributes(telemetry.Attempts(attempts))
-	f.Err, f.Attempts = err, attempts
+	f := record.Failure{Err: err, Attempts: attempts}
 	switch {
 	case err == nil:
 		p.Metrics.events.WithLabelValues(ev.EventType, string(outcomeApplied)).Inc()
@@ -158,17 +230,42 @@ func (p *processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 	return p.deadLetter(ctx, log, m, ev.EventType, f), f.Kind
 }
 
-func (p *processor) discarded(log zerolog.Logger, id string) eventOutcome {
-	p.Metrics.events.WithLabelValues("unknown", string(outcomeDiscarded)).Inc()
-	log.Warn().Str("discarded", id).Msg("discarded by an SRE: not applied")
+// stale counts and reports an event older than its contact's newest.
+func (p *processor) stale(log zerolog.Logger, span trace.Span, f facts, s contactstate.State) eventOutcome {
+	p.Metrics.events.WithLabelValues(f.Event.EventType, string(outcomeStale)).Inc()
+	span.SetAttributes(telemetry.EventType(f.Event.EventType), attribute.Bool("acmecrm.stale", true),
+		attribute.String("acmecrm.newest.event_id", s.Newest.EventID), attribute.String("acmecrm.newest.timestamp", s.Newest.At.Format(time.RFC3339Nano)))
+	log.Info().Str("event_type", f.Event.EventType).Str("timestamp", f.Event.Timestamp.Format(time.RFC3339Nano)).
+		Str("newest_event_id", s.Newest.EventID).Str("newest_timestamp", s.Newest.At.Format(time.RFC3339Nano)).Bool("newest_deleted", s.Deleted).
+		Msg("stale: older than the newest event applied to its contact; not applied")
+	return outcomeStale
+}
+
+// park writes m to the DLQ behind its contact's head, not tried.
+func (p *processor) park(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, s contactstate.State) eventOutcome {
+	head := s.Parked.Head.EventID
+	f := record.Failure{Err: errParked(head), Kind: record.KindParked, ParkedBehind: head, FailedAt: p.Now(), Group: p.Group}
+	if err := p.DeadLetterer.DeadLetter(ctx, m, f); err != nil {
+		log.Warn().Err(err).Msg("abandoned before the parked record was acknowledged; not committed")
+		return outcomeAbandoned
+	}
+	p.Metrics.parkedEvents.Inc()
+	p.Metrics.deadLettered.WithLabelValues(string(record.KindParked)).Inc()
+	_, eventType := record.Identity(m)
+	p.Metrics.events.WithLabelValues(eventTypeLabel(eventType), string(outcomeParked)).Inc()
+	log.Warn().Str("contact_id", string(m.Key)).Str("parked_behind", head).Int("parked_records", s.Parked.Records+1).Msg("parked behind the contact's dead-lettered event")
+	return outcomeParked
+}
+
+func (p *processor) discarded(log zerolog.Logger, f facts) eventOutcome {
+	p.Metrics.events.WithLabelValues(eventTypeLabel(f.Event.EventType), string(outcomeDiscarded)).Inc()
+	log.Warn().Str("discarded", f.ID).Msg("discarded by an SRE: not applied")
 	return outcomeDiscarded
 }
 
 func (p *processor) deadLetter(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, eventType string, f record.Failure) eventOutcome {
 	f.FailedAt, f.Group = p.Now(), p.Group
-	if eventType == "" {
-		eventType = "unknown"
-	}
+	eventType = eventTypeLabel(eventType)
 	if err := p.DeadLetterer.DeadLetter(ctx, m, f); err != nil {
 		p.Metrics.events.WithLabelValues(eventType, string(outcomeAbandoned)).Inc()
 		log.Warn().Err(err).Msg("abandoned before the dead-letter record was acknowledged; not committed")
@@ -178,4 +275,17 @@ func (p *processor) deadLetter(ctx context.Context, log zerolog.Logger, m *saram
 	p.Metrics.deadLettered.WithLabelValues(string(f.Kind)).Inc()
 	log.Error().Err(f.Err).Str("kind", string(f.Kind)).Int("attempts", f.Attempts).Msg("dead-lettered")
 	return outcomeDeadLettered
+}
+
+type errParked string
+
+func (e errParked) Error() string {
+	return "parked behind " + string(e) + ", its contact's unresolved dead-lettered event"
+}
+
+func eventTypeLabel(t string) string {
+	if t == "" {
+		return "unknown"
+	}
+	return t
 }

@@ -88,7 +88,7 @@ func TestProcess(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			api, dlq := &fakeAPI{results: append(tt.results, nil)}, &fakeDLQ{}
-			got := newTestProcessor(api, dlq).Process(context.Background(), msg(tt.value))
+			got, _ := newTestProcessor(api, dlq).Process(context.Background(), msg(tt.value))
 			if got != tt.want {
 				t.Fatalf("outcome %s, want %s", got, tt.want)
 			}
@@ -128,7 +128,7 @@ func TestProcessTransform(t *testing.T) {
 
 func TestProcessExhaustedIsTransientKind(t *testing.T) {
 	api, dlq := &fakeAPI{results: []error{&contacts.TransientError{Status: 503, Err: errors.New("down")}}}, &fakeDLQ{}
-	if got := newTestProcessor(api, dlq).Process(context.Background(), msg(created)); got != outcomeDeadLettered {
+	if got, _ := newTestProcessor(api, dlq).Process(context.Background(), msg(created)); got != outcomeDeadLettered {
 		t.Fatalf("outcome %s, want dead_lettered", got)
 	}
 	f := dlq.failures[0]
@@ -144,7 +144,7 @@ func TestProcessAbandonsOnStop(t *testing.T) {
 	p.Retrier = newRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
-	if got := p.Process(ctx, msg(created)); got != outcomeAbandoned || len(dlq.failures) != 0 {
+	if got, _ := p.Process(ctx, msg(created)); got != outcomeAbandoned || len(dlq.failures) != 0 {
 		t.Errorf("outcome %s with %d dead letters, want abandoned with none", got, len(dlq.failures))
 	}
 }

@@ -15,10 +15,10 @@ import (
 
 	"github.com/acmecrm/integration-service/pkg/config"
 	"github.com/acmecrm/integration-service/pkg/contacts"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/logging"
 	"github.com/acmecrm/integration-service/pkg/ops"
-	"github.com/acmecrm/integration-service/pkg/parking"
 	"github.com/acmecrm/integration-service/pkg/replay"
 	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
@@ -139,56 +139,64 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		return err
 	}
 	defer kafka.Close(readerClient, "reader client", log)
-	if err := provisionParked(readerClient, cfg.Kafka, log); err != nil {
+	stateName := cfg.StateTopic()
+	statePartitions, fresh, err := provisionState(readerClient, cfg, log)
+	if err != nil {
 		return err
 	}
 	admin, err := sarama.NewClusterAdminFromClient(readerClient) // closed with the client
 	if err != nil {
 		return fmt.Errorf("creating the offsets reader: %w", err)
 	}
-	// The parked topic's records go to the partition of the contact's
-	// events, whatever partitioner wrote those: a producer of its own.
+	// State records and forwarded events go to the partition chosen for
+	// them, whatever partitioner wrote the events: a producer of its own.
 	pkc := *psc
 	pkc.Producer.Partitioner = sarama.NewManualPartitioner
-	parkedClient, err := kafka.Connect(ctx, cfg.Kafka.Brokers, &pkc, log)
+	stateClient, err := kafka.Connect(ctx, cfg.Kafka.Brokers, &pkc, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	defer kafka.Close(parkedClient, "parked-topic client", log)
-	pap, err := sarama.NewAsyncProducerFromClient(parkedClient)
+	defer kafka.Close(stateClient, "state-topic client", log)
+	sap, err := sarama.NewAsyncProducerFromClient(stateClient)
 	if err != nil {
-		return fmt.Errorf("creating the parked-topic producer: %w", err)
+		return fmt.Errorf("creating the state-topic producer: %w", err)
 	}
-	parkedProducer := kafka.NewProducer(pap)
-	defer parkedProducer.Close()
-	parked := &parkingState{Store: parking.NewStore(), Writer: &publisher{Producer: parkedProducer, Topic: cfg.Kafka.ParkedTopic, Failures: metrics.parkedWriteFailures, Tracer: tracer, Log: log}}
+	stateProducer := kafka.NewProducer(sap)
+	defer stateProducer.Close()
+	state := &stateTopic{Store: contactstate.NewStore(), Client: readerClient, Producer: stateProducer, Topic: stateName, Partitions: statePartitions,
+		Owner: contactstate.Owner{Topic: cfg.Kafka.Topic, Group: w.GroupID}, Metrics: metrics, Log: log}
+	if fresh {
+		if err := importParked(ctx, readerClient, cfg, state, log); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("moving the parked contacts of %s (KAFKA_PARKED_TOPIC) into %s: %w", cfg.Kafka.ParkedTopic, stateName, err)
+		}
+	}
 	api := contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight, contacts.WithTracerProvider(tracing.Provider))
 	handler := newDispatcher(&processor{
 		API:          api,
 		Retrier:      newRetrier(w.Retry, outage),
 		Outage:       outage,
 		DeadLetterer: &publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Tracer: tracer, Log: log},
-		Parking:      parked,
+		State:        state.Store,
+		Guard:        guard{Enabled: w.StaleGuard.Enabled, MaxClockSkew: w.StaleGuard.MaxClockSkew},
 		Group:        w.GroupID,
 		Metrics:      metrics,
 		Tracer:       tracer,
 		Log:          log,
 		Now:          time.Now,
 	}, w, outage)
-	handler.loadParked = func(ctx context.Context, partition int32) error {
-		entries, err := parking.Read(ctx, readerClient, cfg.Kafka.ParkedTopic, partition)
-		if err == nil {
-			parked.Store.Load(partition, entries)
-			metrics.parked.Set(float64(parked.Store.Parked()))
+	handler.state = state
+	handler.partitions = func(topic string) (int32, error) {
+		if err := readerClient.RefreshMetadata(topic); err != nil {
+			return 0, err
 		}
-		return err
-	}
-	handler.dropParked = func(partition int32) {
-		parked.Store.Drop(partition)
-		metrics.parked.Set(float64(parked.Store.Parked()))
+		ps, err := readerClient.Partitions(topic)
+		return int32(len(ps)), err
 	}
 	handler.committed = func(topic string, partition int32) (int64, string, error) {
 		resp, err := admin.ListConsumerGroupOffsets(w.GroupID, map[string][]int32{topic: {partition}})
@@ -205,8 +213,8 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		return b.Offset, b.Metadata, nil
 	}
 	go watchDLQ(ctx, readerClient, cfg.Kafka.DLQTopic, 30*time.Second, metrics.dlqRecords, log)
-	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).
-		Int("max_in_flight", w.MaxInFlight).Int("partition_buffer", w.PartitionBuffer).Str("ordering", w.Ordering).Msg("consuming")
+	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).Str("state_topic", stateName).
+		Bool("stale_guard", w.StaleGuard.Enabled).Int("max_in_flight", w.MaxInFlight).Int("partition_buffer", w.PartitionBuffer).Str("ordering", w.Ordering).Msg("consuming")
 	// A context of its own (a new variable: the serving goroutines read ctx).
 	consuming, consumeCtx := errgroup.WithContext(ctx)
 	consuming.Go(func() error { return consume(consumeCtx, group, cfg.Kafka.Topic, handler, log) })
@@ -240,32 +248,6 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	}
 	log.Info().Msg("stopped")
 	return err
-}
-
-// provisionParked creates the parked topic when missing, with the events
-// topic's partitions, and checks that it has as many: a contact's parked
-// record is in the partition of its events.
-func provisionParked(client sarama.Client, c config.Kafka, log zerolog.Logger) error {
-	events, err := client.Partitions(c.Topic)
-	if err != nil {
-		return fmt.Errorf("partitions of %s: %w", c.Topic, err)
-	}
-	if c.ProvisionTopics {
-		if err := kafka.Provision(client, []kafka.TopicSpec{kafka.ParkedTopic(c, int32(len(events)))}, log); err != nil {
-			return err
-		}
-	}
-	if err := client.RefreshMetadata(c.ParkedTopic); err != nil {
-		return fmt.Errorf("KAFKA_PARKED_TOPIC %s: %w", c.ParkedTopic, err)
-	}
-	parked, err := client.Partitions(c.ParkedTopic)
-	if err != nil {
-		return fmt.Errorf("partitions of %s (KAFKA_PARKED_TOPIC): %w", c.ParkedTopic, err)
-	}
-	if len(parked) != len(events) {
-		return fmt.Errorf("KAFKA_PARKED_TOPIC %s has %d partitions and KAFKA_TOPIC %s %d: they must have as many (co-partitioned)", c.ParkedTopic, len(parked), c.Topic, len(events))
-	}
-	return nil
 }
 
 // watchDLQ sets records to what the DLQ topic retains, every interval

@@ -65,7 +65,7 @@ func TestParkingScenario(t *testing.T) {
 	}
 	env := parkingEnv(topics, t)
 	lines, sum := runReplay(t, env, "--replay-list-parked")
-	if len(lines) != 1 || lines[0].ContactID != "px" || lines[0].Head != "evt_px_1" || lines[0].ParkedEvents != 2 || lines[0].HeadKind != "permanent" ||
+	if len(lines) != 1 || lines[0].ContactID != "px" || lines[0].Head != "evt_px_1" || lines[0].ParkedRecords != 2 || lines[0].HeadKind != "permanent" ||
 		sum.ParkedContacts != 1 || sum.Action != "list_parked" || sum.Actor != "sre-test" || sum.At == "" {
 		t.Errorf("list: %+v, summary %+v", lines, sum)
 	}
@@ -125,8 +125,8 @@ func TestParkingHeadFailsAgainOnReplay(t *testing.T) {
 		t.Errorf("dead letters %s, want %s", got, want)
 	}
 	lines, _ := runReplay(t, env, "--replay-list-parked")
-	if len(lines) != 1 || strings.Join(lines[0].Events, ",") != "evt_px_1,evt_px_2" {
-		t.Errorf("parked %+v, want px behind evt_px_1 with evt_px_2", lines)
+	if len(lines) != 1 || lines[0].Head != "evt_px_1" || lines[0].ParkedRecords != 2 {
+		t.Errorf("parked %+v, want px behind evt_px_1, evt_px_2 parked twice", lines)
 	}
 	if len(applied(api)["px"]) != 0 {
 		t.Fatalf("applied %v while the head fails", applied(api)["px"])
@@ -212,16 +212,23 @@ func TestParkingSurvivesRebalance(t *testing.T) {
 	}
 }
 
-// The parked topic is compacted and has the events topic's partitions.
-func TestParkedTopicProvisioned(t *testing.T) {
+// stateTopicOf is the state topic a worker of topics uses: named after its
+// owner, the group and the events topic.
+func stateTopicOf(topics map[string]string) string {
+	return topics["WORKER_GROUP_ID"] + "-" + topics["KAFKA_TOPIC"] + "-state"
+}
+
+// The state topic is named after its owner, has the events topic's
+// partitions, and is compacted and deleted by age after the horizon.
+func TestStateTopicProvisioned(t *testing.T) {
 	_, url := contactsAPI(t)
 	topics := topicEnv(t)
 	createTopic(t, topics["KAFKA_TOPIC"], 5)
 	startWorker(t, workerEnv(topics, url, nil))
 	admin := newAdmin(t)
 	var partitions int
-	eventually(t, 10*time.Second, "the parked topic's metadata", func() bool {
-		meta, err := admin.DescribeTopics([]string{topics["KAFKA_PARKED_TOPIC"]})
+	eventually(t, 10*time.Second, "the state topic's metadata", func() bool {
+		meta, err := admin.DescribeTopics([]string{stateTopicOf(topics)})
 		if err != nil || len(meta) != 1 || meta[0].Err != sarama.ErrNoError {
 			return false
 		}
@@ -229,15 +236,22 @@ func TestParkedTopicProvisioned(t *testing.T) {
 		return true
 	})
 	if partitions != 5 {
-		t.Fatalf("parked topic has %d partitions, want 5 like the events topic", partitions)
+		t.Fatalf("state topic has %d partitions, want 5 like the events topic", partitions)
 	}
-	cfg, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topics["KAFKA_PARKED_TOPIC"]})
+	cfg, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: stateTopicOf(topics)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := map[string]string{"cleanup.policy": "compact,delete", "retention.ms": "2592000000", "segment.ms": "86400000"}
 	for _, e := range cfg {
-		if e.Name == "cleanup.policy" && e.Value != "compact" {
-			t.Errorf("cleanup.policy %s, want compact", e.Value)
+		if w, ok := want[e.Name]; ok {
+			if e.Value != w {
+				t.Errorf("%s %s, want %s", e.Name, e.Value, w)
+			}
+			delete(want, e.Name)
 		}
+	}
+	if len(want) != 0 {
+		t.Errorf("configs not found: %v", want)
 	}
 }

@@ -83,18 +83,17 @@ type replayLine struct {
 	Held        int       `json:"held_loop_guard"`
 	Limit       bool      `json:"limit_reached"`
 	// release and list_parked
-	Released       int      `json:"released_contacts"`
-	Discarded      int      `json:"discarded"`
-	NotParked      int      `json:"not_parked"`
-	Missing        int      `json:"missing"`
-	ParkedContacts int      `json:"parked_contacts"`
-	Actor          string   `json:"actor"`
-	At             string   `json:"at"`
-	ContactID      string   `json:"contact_id"`
-	Head           string   `json:"head"`
-	HeadKind       string   `json:"head_kind"`
-	ParkedEvents   int      `json:"parked_events"`
-	Events         []string `json:"events"`
+	Released       int    `json:"released_contacts"`
+	Discarded      int    `json:"discarded"`
+	NotParked      int    `json:"not_parked"`
+	Missing        int    `json:"missing"`
+	ParkedContacts int    `json:"parked_contacts"`
+	Actor          string `json:"actor"`
+	At             string `json:"at"`
+	ContactID      string `json:"contact_id"`
+	Head           string `json:"head"`
+	HeadKind       string `json:"head_kind"`
+	ParkedRecords  int    `json:"parked_records"`
 }
 
 // runReplay runs the worker binary's Run with args, as an SRE would, and

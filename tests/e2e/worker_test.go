@@ -52,7 +52,13 @@ func newProducer(t testing.TB) sarama.SyncProducer {
 
 func publishEvent(t testing.TB, p sarama.SyncProducer, topic, typ, id, contact, firstName string) {
 	t.Helper()
-	body := fmt.Sprintf(`{"event_type":%q,"event_id":%q,"timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":%q,"acme_first_name":%q}}`, typ, id, contact, firstName)
+	publishAt(t, p, topic, typ, id, contact, firstName, "2025-05-17T17:06:39Z")
+}
+
+// publishAt publishes an event with the given AcmeCRM timestamp.
+func publishAt(t testing.TB, p sarama.SyncProducer, topic, typ, id, contact, firstName, timestamp string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"event_type":%q,"event_id":%q,"timestamp":%q,"data":{"contact_id":%q,"acme_first_name":%q}}`, typ, id, timestamp, contact, firstName)
 	ev, err := acmecrm.Parse([]byte(body))
 	if err != nil {
 		t.Fatal(err)

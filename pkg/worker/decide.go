@@ -1,0 +1,121 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/acmecrm/integration-service/pkg/acmecrm"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
+	"github.com/acmecrm/integration-service/pkg/record"
+)
+
+// What becomes of each record is decided apart from being done: decide is a
+// pure function of the contact's state and what the record says of itself,
+// the processor carries the verdict out, and next is the contact's state
+// afterwards (also pure). A new concern is a new row of decide's table.
+
+// facts are what a record says of itself.
+type facts struct {
+	// ID is the event id: ce_id, else the body's event_id.
+	ID string
+	// Event is the parsed event; meaningful when Invalid is nil.
+	Event acmecrm.Event
+	// Invalid says why the record cannot be applied as it is (it breaks
+	// the event rules, or its timestamp is ahead of its arrival beyond
+	// the clock skew allowed).
+	Invalid error
+	// Replayed: a DLQ replay put it back (dlq_replay_count ≥ 1).
+	Replayed bool
+	// Discard: an SRE's discard record (dlq_discard): never to be applied.
+	Discard bool
+}
+
+// mark names the record's event in a contact's state.
+func (f facts) mark() contactstate.Mark {
+	return contactstate.Mark{EventID: f.ID, At: f.Event.Timestamp}
+}
+
+// verdict is what is done with a record.
+type verdict int
+
+// The verdicts of decide.
+const (
+	// verdictApply: call the Contacts API (retrying transient failures);
+	// dead-lettered, the event parks its contact.
+	verdictApply verdict = iota
+	// verdictApplyHead: the event a contact is parked behind, put back by a
+	// replay: call the API; applied, it releases the contact; dead-lettered
+	// again, the contact stays parked behind it.
+	verdictApplyHead
+	// verdictPark: the contact waits behind its head: write the event to
+	// the DLQ behind it, in order; not tried.
+	verdictPark
+	// verdictStale: older than the newest event applied to the contact (an
+	// older snapshot, or a delete or create older than what it holds):
+	// never applied, never dead-lettered.
+	verdictStale
+	// verdictDiscard: an SRE's discard record: never applied; remembered,
+	// and the contact's head releases the contact.
+	verdictDiscard
+	// verdictDiscarded: another copy of an event an SRE discarded.
+	verdictDiscarded
+	// verdictInvalid: cannot be applied as it is: dead-lettered (invalid).
+	verdictInvalid
+)
+
+func (v verdict) String() string {
+	return [...]string{"apply", "apply_head", "park", "stale", "discard", "discarded", "invalid"}[v]
+}
+
+// decide returns what to do with a record of facts f for a contact in state
+// s. guard is the stale-event guard (WORKER_STALE_GUARD_ENABLED): with it an
+// event older than the contact's newest applied one is stale; timestamps
+// are instants, and an event as old as the newest is applied (partition
+// order decides between events of one second).
+func decide(s contactstate.State, f facts, guard bool) verdict {
+	parked := s.IsParked()
+	switch {
+	case f.Discard:
+		return verdictDiscard
+	case s.IsDiscarded(f.ID):
+		return verdictDiscarded
+	case parked && f.Replayed && s.Parked.Head.EventID == f.ID:
+		return verdictApplyHead
+	case f.Invalid != nil && parked:
+		return verdictPark
+	case f.Invalid != nil:
+		return verdictInvalid
+	case guard && f.Event.Timestamp.Before(s.Newest.At):
+		return verdictStale
+	case parked:
+		return verdictPark
+	default:
+		return verdictApply
+	}
+}
+
+// next returns the contact's state after verdict v on the record of facts
+// f ended in out (kind: the dead letter's, when out is a dead letter) at
+// now. With the guard, an applied event becomes the contact's newest.
+func next(s contactstate.State, f facts, v verdict, out eventOutcome, kind record.Kind, now time.Time, guard bool) contactstate.State {
+	switch {
+	case out == outcomeApplied:
+		if guard {
+			s.Apply(f.mark(), f.Event.EventType == acmecrm.ContactDeleted)
+		}
+		if v == verdictApplyHead {
+			s.Parked = contactstate.Parked{}
+		}
+	case out == outcomeDeadLettered && v == verdictApplyHead:
+		s.Parked.HeadKind, s.Parked.Since = string(kind), now
+	case out == outcomeDeadLettered:
+		s.Parked = contactstate.Parked{Head: f.mark(), HeadKind: string(kind), Since: now}
+	case out == outcomeParked:
+		s.Parked.Records++
+	case v == verdictDiscard:
+		if s.Parked.Head.EventID == f.ID {
+			s.Parked = contactstate.Parked{}
+		}
+		s.Discard(f.mark())
+	}
+	return s
+}

@@ -1,0 +1,371 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/acmecrm/integration-service/pkg/contacts"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
+	"github.com/acmecrm/integration-service/pkg/record"
+)
+
+// rejectingAPI refuses (422) the contacts in reject and records the event
+// ids it applied, per contact.
+type rejectingAPI struct {
+	mu      sync.Mutex
+	reject  map[string]bool
+	applied map[string][]string
+}
+
+func (a *rejectingAPI) Put(_ context.Context, c contacts.Contact, key string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.reject[c.AcmeContactID] {
+		return &contacts.PermanentError{Status: 422, Err: fmt.Errorf("bad email")}
+	}
+	a.applied[c.AcmeContactID] = append(a.applied[c.AcmeContactID], key)
+	return nil
+}
+
+func (a *rejectingAPI) Delete(ctx context.Context, id, key string) error {
+	return a.Put(ctx, contacts.Contact{AcmeContactID: id}, key)
+}
+
+// sent records what a publisher sends, acknowledging at once.
+type sent struct {
+	mu   sync.Mutex
+	msgs []*sarama.ProducerMessage
+}
+
+func (s *sent) Enqueue(_ context.Context, m *sarama.ProducerMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.msgs = append(s.msgs, m)
+	return nil
+}
+
+type dlqRecord struct{ id, kind, behind string }
+
+func (s *sent) dlq() []dlqRecord {
+	var out []dlqRecord
+	for _, m := range s.msgs {
+		h := map[string]string{}
+		for _, x := range m.Headers {
+			h[string(x.Key)] = string(x.Value)
+		}
+		out = append(out, dlqRecord{h[record.HeaderID], h[record.HeaderDLQErrorKind], h[record.HeaderDLQParkedBehind]})
+	}
+	return out
+}
+
+type parkingRig struct {
+	api    *rejectingAPI
+	dlq    *sent
+	p      *processor
+	store  *contactstate.Store
+	offset int64
+	minute int // each new event one minute after the one before
+}
+
+func newParkingRig() *parkingRig {
+	r := &parkingRig{api: &rejectingAPI{reject: map[string]bool{}, applied: map[string][]string{}}, dlq: &sent{}, store: contactstate.NewStore()}
+	r.p = newTestProcessor(&fakeAPI{results: []error{nil}}, &fakeDLQ{})
+	r.p.API = r.api
+	r.p.DeadLetterer = &publisher{Producer: r.dlq, Topic: "contact-events-dlq", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})}
+	r.p.State = r.store
+	r.p.Guard = guard{Enabled: true, MaxClockSkew: time.Hour}
+	return r
+}
+
+// stamps holds each event id's timestamp: a copy of an event carries the
+// same one.
+var stamps sync.Map
+
+// record returns contact's record of id, timestamped a minute after the
+// previous new id; replays > 0 makes it a replayed copy, discard a discard
+// record.
+func (r *parkingRig) record(contact, id string, replays int, discard bool) *sarama.ConsumerMessage {
+	r.offset++
+	stamp, seen := stamps.Load(contact + "/" + id)
+	if !seen {
+		r.minute++
+		stamp = time.Date(2025, 5, 17, 17, r.minute, 0, 0, time.UTC).Format(time.RFC3339)
+		stamps.Store(contact+"/"+id, stamp)
+	}
+	return r.at(contact, id, stamp.(string), replays, discard)
+}
+
+// at returns contact's record of id with the given timestamp.
+func (r *parkingRig) at(contact, id, stamp string, replays int, discard bool) *sarama.ConsumerMessage {
+	r.offset++
+	v := fmt.Sprintf(`{"event_type":"contact.updated","event_id":%q,"timestamp":%q,"data":{"contact_id":%q}}`, id, stamp, contact)
+	m := &sarama.ConsumerMessage{Topic: "contact-events", Partition: 3, Offset: r.offset, Key: []byte(contact), Value: []byte(v),
+		Headers: []*sarama.RecordHeader{{Key: []byte(record.HeaderID), Value: []byte(id)}}}
+	if replays > 0 {
+		m.Headers = append(m.Headers, &sarama.RecordHeader{Key: []byte(record.HeaderDLQReplayCount), Value: []byte(strconv.Itoa(replays))})
+	}
+	if discard {
+		m.Headers = append(m.Headers, &sarama.RecordHeader{Key: []byte(record.HeaderDLQDiscard), Value: []byte("true")})
+	}
+	return m
+}
+
+func (r *parkingRig) process(t *testing.T, contact, id string, replays int, discard bool, want eventOutcome) {
+	t.Helper()
+	r.processRecord(t, r.record(contact, id, replays, discard), want)
+}
+
+func (r *parkingRig) processRecord(t *testing.T, m *sarama.ConsumerMessage, want eventOutcome) {
+	t.Helper()
+	before := r.store.Get(m.Partition, string(m.Key))
+	got, changed := r.p.Process(context.Background(), m)
+	if got != want {
+		t.Fatalf("%s: %s, want %s", m.Value, got, want)
+	}
+	if after := r.store.Get(m.Partition, string(m.Key)); changed != !after.Equal(before) {
+		t.Errorf("%s: changed=%v, but the state went from %+v to %+v", m.Value, changed, before, after)
+	}
+}
+
+// head returns the event contact is parked behind ("" when not parked).
+func (r *parkingRig) head(contact string) string {
+	return r.store.Get(3, contact).Parked.Head.EventID
+}
+
+// The scenario of the parking design: E1 rejected, E2 and E3 parked while
+// another contact is applied; the cause fixed, a replay of E1, E2, E3 in
+// order applies them (E1 releases the contact); E4 is applied at once.
+func TestParkingReleaseByReplay(t *testing.T) {
+	r := newParkingRig()
+	r.api.reject["x"] = true
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "y", "y1", 0, false, outcomeApplied)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
+	r.process(t, "x", "e3", 0, false, outcomeParked)
+	if s := r.store.Get(3, "x"); s.Parked.Head.EventID != "e1" || s.Parked.Records != 2 || s.Parked.HeadKind != "permanent" {
+		t.Fatalf("x's state %+v, want parked behind e1 (permanent) with 2 records", s)
+	}
+	if got := r.dlq.dlq(); fmt.Sprint(got) != "[{e1 permanent } {e2 parked e1} {e3 parked e1}]" {
+		t.Errorf("dead letters %v", got)
+	}
+	if len(r.api.applied["x"]) != 0 || len(r.api.applied["y"]) != 1 {
+		t.Errorf("applied %v: want nothing of x, y's event", r.api.applied)
+	}
+	if got := testutil.ToFloat64(r.p.Metrics.parked); got != 1 {
+		t.Errorf("parked contacts gauge %v, want 1", got)
+	}
+
+	r.api.reject["x"] = false // the cause fixed; the replay puts them back in order
+	r.process(t, "x", "e1", 1, false, outcomeApplied)
+	if r.head("x") != "" {
+		t.Errorf("still parked behind %s after its head was applied", r.head("x"))
+	}
+	r.process(t, "x", "e2", 1, false, outcomeApplied)
+	r.process(t, "x", "e3", 1, false, outcomeApplied)
+	r.process(t, "x", "e4", 0, false, outcomeApplied)
+	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e2 e3 e4]" {
+		t.Errorf("applied %s, want [e1 e2 e3 e4]", got)
+	}
+	if got := testutil.ToFloat64(r.p.Metrics.parked); got != 0 {
+		t.Errorf("parked contacts gauge %v, want 0", got)
+	}
+	if s := r.store.Get(3, "x"); s.Newest.EventID != "e4" || s.IsParked() {
+		t.Errorf("x's state %+v, want e4 the newest, not parked", s)
+	}
+}
+
+// The head failing again on its replay leaves the contact parked, and the
+// events replayed behind it are parked again, in order.
+func TestParkingHeadFailsAgain(t *testing.T) {
+	r := newParkingRig()
+	r.api.reject["x"] = true
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
+	r.process(t, "x", "e1", 1, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 1, false, outcomeParked)
+	r.process(t, "x", "e3", 0, false, outcomeParked) // live, meanwhile
+	if s := r.store.Get(3, "x"); s.Parked.Head.EventID != "e1" || s.Parked.Records != 3 {
+		t.Errorf("x's state %+v, want parked behind e1, 3 records parked", s)
+	}
+	if len(r.api.applied["x"]) != 0 {
+		t.Errorf("applied %v", r.api.applied["x"])
+	}
+	got := r.dlq.dlq()
+	if fmt.Sprint(got[2:]) != "[{e1 permanent } {e2 parked e1} {e3 parked e1}]" {
+		t.Errorf("new dead letters %v, want e1 again, then e2 and e3 parked behind it", got[2:])
+	}
+}
+
+// An event replayed out of turn (not the head) is not applied: it would
+// overtake the head.
+func TestParkingReplayOutOfTurn(t *testing.T) {
+	r := newParkingRig()
+	r.api.reject["x"] = true
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
+	r.api.reject["x"] = false
+	r.process(t, "x", "e2", 1, false, outcomeParked)
+	if len(r.api.applied["x"]) != 0 {
+		t.Errorf("applied %v ahead of the head", r.api.applied["x"])
+	}
+}
+
+// Discarding the head: it is never applied (not even a later copy), and
+// what was parked behind it follows in order.
+func TestParkingDiscardHead(t *testing.T) {
+	r := newParkingRig()
+	r.api.reject["x"] = true
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
+	r.api.reject["x"] = false
+	r.process(t, "x", "e1", 1, true, outcomeDiscarded)
+	if r.head("x") != "" {
+		t.Errorf("still parked behind %s after its head was discarded", r.head("x"))
+	}
+	r.process(t, "x", "e1", 1, false, outcomeDiscarded) // a copy put back before e2 is applied
+	r.process(t, "x", "e2", 1, false, outcomeApplied)
+	r.process(t, "x", "e1", 1, false, outcomeStale) // older than e2: the guard covers it now
+	if got := fmt.Sprint(r.api.applied["x"]); got != "[e2]" {
+		t.Errorf("applied %s, want [e2]: e1 was discarded", got)
+	}
+	if got := testutil.ToFloat64(r.p.Metrics.parked); got != 0 {
+		t.Errorf("parked contacts gauge %v, want 0", got)
+	}
+	if s := r.store.Get(3, "x"); len(s.Discarded) != 0 {
+		t.Errorf("discarded %v kept once the newest covers it", s.Discarded)
+	}
+}
+
+// A discarded head that was the contact's last event: its copy, as new as
+// anything applied, is still never applied.
+func TestParkingDiscardedLastEvent(t *testing.T) {
+	r := newParkingRig()
+	r.api.reject["x"] = true
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e1", 1, true, outcomeDiscarded)
+	r.api.reject["x"] = false
+	r.process(t, "x", "e1", 2, false, outcomeDiscarded) // --replay-from-beginning, later
+	if len(r.api.applied["x"]) != 0 {
+		t.Errorf("applied %v", r.api.applied["x"])
+	}
+}
+
+// A record without a contact (no key) is dead-lettered as before, parking
+// nothing and keeping no state.
+func TestParkingNeedsAContact(t *testing.T) {
+	r := newParkingRig()
+	m := r.record("", "bad", 0, false)
+	m.Value = []byte(`{"event_type":`)
+	if got, changed := r.p.Process(context.Background(), m); got != outcomeDeadLettered || changed {
+		t.Fatalf("%s (changed %v), want dead_lettered, no state", got, changed)
+	}
+	if r.store.Contacts() != 0 {
+		t.Errorf("state kept for a record without a contact")
+	}
+}
+
+// A live event of a contact that arrives while its release is under way
+// (after the head's put-back record, before the others) is applied at
+// once: the head released the contact. The older put-back events after it
+// are stale, so the contact ends with the newest snapshot.
+func TestParkingLiveEventDuringRelease(t *testing.T) {
+	r := newParkingRig()
+	r.api.reject["x"] = true
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
+	r.api.reject["x"] = false
+	r.process(t, "x", "e1", 1, false, outcomeApplied)
+	r.process(t, "x", "e3", 0, false, outcomeApplied) // live, between the put-back e1 and e2
+	r.process(t, "x", "e2", 1, false, outcomeStale)
+	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e3]" {
+		t.Errorf("applied %s, want [e1 e3]", got)
+	}
+	if s := r.store.Get(3, "x"); s.Newest.EventID != "e3" || s.IsParked() {
+		t.Errorf("x's state %+v, want e3 the newest, not parked", s)
+	}
+}
+
+// The replayed head delivered again after it was applied (a crash before
+// the commit) is applied again, harmlessly (the same snapshot, the same
+// Idempotency-Key); older DLQ copies replayed by a later routine run are
+// stale and park nothing.
+func TestParkingReleasedCopiesAreStale(t *testing.T) {
+	r := newParkingRig()
+	r.api.reject["x"] = true
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
+	r.api.reject["x"] = false
+	r.process(t, "x", "e1", 1, false, outcomeApplied)
+	r.process(t, "x", "e1", 1, false, outcomeApplied) // delivered again
+	r.process(t, "x", "e2", 1, false, outcomeApplied)
+	r.process(t, "x", "e3", 0, false, outcomeApplied)
+	r.process(t, "x", "e1", 1, false, outcomeStale) // a routine replay of the old copies
+	r.process(t, "x", "e2", 2, false, outcomeStale)
+	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e1 e2 e3]" {
+		t.Errorf("applied %s, want [e1 e1 e2 e3] and nothing older after e3", got)
+	}
+	if r.head("x") != "" {
+		t.Errorf("parked behind %s", r.head("x"))
+	}
+}
+
+// The stale-event guard: an older snapshot never overwrites a newer one.
+func TestStaleGuard(t *testing.T) {
+	r := newParkingRig()
+	r.processRecord(t, r.at("x", "e3", "2025-05-17T17:03:00Z", 0, false), outcomeApplied)
+	r.processRecord(t, r.at("x", "e2", "2025-05-17T17:02:00Z", 0, false), outcomeStale)
+	// 01:00:05-07:00 is 08:00:05Z: newer than 08:00:04Z, though it sorts first as a string.
+	r.processRecord(t, r.at("y", "y1", "2025-05-17T01:00:05-07:00", 0, false), outcomeApplied)
+	r.processRecord(t, r.at("y", "y0", "2025-05-17T08:00:04Z", 0, false), outcomeStale)
+	// Equal instants: partition order.
+	r.processRecord(t, r.at("z", "z1", "2025-05-17T17:00:00Z", 0, false), outcomeApplied)
+	r.processRecord(t, r.at("z", "z2", "2025-05-17T17:00:00Z", 0, false), outcomeApplied)
+	// A delete, then an older create: no resurrection; a newer update re-creates.
+	del := r.at("w", "w-del", "2025-05-17T17:10:00Z", 0, false)
+	del.Value = []byte(strings.Replace(string(del.Value), "contact.updated", "contact.deleted", 1))
+	r.processRecord(t, del, outcomeApplied)
+	r.processRecord(t, r.at("w", "w-old", "2025-05-17T17:05:00Z", 0, false), outcomeStale)
+	r.processRecord(t, r.at("w", "w-new", "2025-05-17T17:11:00Z", 0, false), outcomeApplied)
+	for c, want := range map[string]string{"x": "[e3]", "y": "[y1]", "z": "[z1 z2]", "w": "[w-del w-new]"} {
+		if got := fmt.Sprint(r.api.applied[c]); got != want {
+			t.Errorf("%s applied %s, want %s", c, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(r.p.Metrics.events.WithLabelValues("contact.updated", "stale")); got != 3 {
+		t.Errorf("stale events counted %v, want 3", got)
+	}
+	if got := len(r.dlq.msgs); got != 0 {
+		t.Errorf("%d dead letters, want none: a stale event is never dead-lettered", got)
+	}
+	// Off: arrival order.
+	r.p.Guard.Enabled = false
+	r.processRecord(t, r.at("x", "e1", "2025-05-17T17:01:00Z", 0, false), outcomeApplied)
+	if got := fmt.Sprint(r.api.applied["x"]); got != "[e3 e1]" {
+		t.Errorf("guard off: x applied %s, want [e3 e1]", got)
+	}
+}
+
+// An event dated beyond the clock skew allowed ahead of its arrival is
+// invalid: as the newest it would make its contact's later events stale.
+func TestStaleGuardRefusesTheFuture(t *testing.T) {
+	r := newParkingRig()
+	arrival := time.Date(2025, 5, 17, 17, 0, 0, 0, time.UTC)
+	m := r.at("x", "e-future", "2099-01-01T00:00:00Z", 0, false)
+	m.Headers = append(m.Headers, &sarama.RecordHeader{Key: []byte(record.HeaderReceivedAt), Value: []byte(arrival.Format(time.RFC3339Nano))})
+	r.processRecord(t, m, outcomeDeadLettered)
+	if got := r.dlq.dlq(); len(got) != 1 || got[0].kind != "invalid" {
+		t.Fatalf("dead letters %v, want one invalid", got)
+	}
+	ok := r.at("y", "e-skewed", arrival.Add(30*time.Minute).Format(time.RFC3339), 0, false)
+	ok.Headers = append(ok.Headers, &sarama.RecordHeader{Key: []byte(record.HeaderReceivedAt), Value: []byte(arrival.Format(time.RFC3339Nano))})
+	r.processRecord(t, ok, outcomeApplied)
+}
