@@ -13,8 +13,11 @@ out=bench/out
 mkdir -p "$out"
 raw=$out/worker-concurrency.txt
 
-go test -run '^$' -bench 'BenchmarkWorkerLatencyBound|BenchmarkWorkerFailingContact|BenchmarkContactsClientCeiling' -benchtime 1x -count "$runs" \
-  -timeout 60m ./tests/e2e/ 2>&1 | tee "$raw" | grep -E '^(Benchmark|--- FAIL|FAIL)' >&2 || true
+{
+  go test -run '^$' -bench 'BenchmarkWorkerLatencyBound|BenchmarkWorkerFailingContact|BenchmarkContactsClientCeiling|BenchmarkStateRebuild' -benchtime 1x -count "$runs" \
+    -timeout 90m ./tests/e2e/ 2>&1
+  go test -run '^$' -bench 'BenchmarkStateMemory' -benchtime 1x -count "$runs" ./pkg/contactstate/ 2>&1
+} | tee "$raw" | grep -E '^(Benchmark|--- FAIL|FAIL)' >&2 || true
 if grep -qE '^(--- FAIL|FAIL)' "$raw"; then
   echo "bench-worker: a benchmark failed (see $raw)" >&2
   exit 1
@@ -46,6 +49,7 @@ fc=BenchmarkWorkerFailingContact
   echo "| --- | --- | --- | --- | --- |"
   for o in key partition; do
     row "ordering=$o: 1 worker, max in flight 256 (default), 20,000 events / 2,000 contacts / 6 partitions, events/s" "$lb/ordering=$o/replicas=1/max_in_flight=256" events/s checked
+    [ "$o" = key ] && row "ordering=key: the same with the stale-event guard off (reference), events/s" "$lb/ordering=key/replicas=1/max_in_flight=256/guard=off" events/s checked
     row "ordering=$o: 1 worker, max in flight 16, events/s" "$lb/ordering=$o/replicas=1/max_in_flight=16" events/s checked
     row "ordering=$o: 3 workers, max in flight 16 each, events/s" "$lb/ordering=$o/replicas=3/max_in_flight=16" events/s checked
     row "ordering=$o: one contact 503 for 20 s, seconds until the 599 others' 5,990 events are applied" "$fc/ordering=$o" s-others-applied checked
@@ -53,6 +57,13 @@ fc=BenchmarkWorkerFailingContact
   for c in 16 48 256; do
     row "ceiling: the Contacts API client alone, $c calls at once on the same stand-in, calls/s" "BenchmarkContactsClientCeiling/conc=$c" calls/s
   done
+  row "Contacts API calls per event, default line (guard on)" "$lb/ordering=key/replicas=1/max_in_flight=256" calls/event
+  row "state: rebuilding a partition of 1,000,000 contacts from the state topic on assignment, seconds" BenchmarkStateRebuild s-rebuild
+  row "state: the same, contacts/s" BenchmarkStateRebuild contacts/s
+  row "state: heap held per contact known, after that rebuild, bytes" BenchmarkStateRebuild bytes/contact
+  row "state: heap held per contact, 1,000,000 contacts put in memory (no Kafka), bytes" BenchmarkStateMemory bytes/contact
+  echo
+  echo "Stale-event guard on ÷ off at the default line (medians): $(ratio "$lb/ordering=key/replicas=1/max_in_flight=256" "$lb/ordering=key/replicas=1/max_in_flight=256/guard=off" events/s)."
   echo
   echo "3 workers ÷ 1 worker at max in flight 16 (medians): ordering=key $(ratio "$lb/ordering=key/replicas=3/max_in_flight=16" "$lb/ordering=key/replicas=1/max_in_flight=16" events/s), ordering=partition $(ratio "$lb/ordering=partition/replicas=3/max_in_flight=16" "$lb/ordering=partition/replicas=1/max_in_flight=16" events/s); the client alone, 48 ÷ 16 calls at once: $(ratio BenchmarkContactsClientCeiling/conc=48 BenchmarkContactsClientCeiling/conc=16 calls/s)."
 } | tee "$out/worker-concurrency.md"

@@ -77,17 +77,29 @@ func reportOrder(b *testing.B, api *standin.Server, contactsN, perContact int) {
 
 // BenchmarkWorkerLatencyBound: 20,000 contact.updated events over 2,000
 // contacts on 6 partitions, the API answering in 5 ms; replicas members of
-// one group (in this process), each allowed maxInFlight calls at once.
+// one group (in this process), each allowed maxInFlight calls at once. The
+// default line also runs with the stale-event guard off (no state kept or
+// written for applied events), its reference.
 func BenchmarkWorkerLatencyBound(b *testing.B) {
 	for _, ordering := range []string{"key", "partition"} {
-		for _, tc := range []struct{ replicas, maxInFlight int }{{1, 256}, {1, 16}, {3, 16}} {
-			b.Run(fmt.Sprintf("ordering=%s/replicas=%d/max_in_flight=%d", ordering, tc.replicas, tc.maxInFlight), func(b *testing.B) {
+		for _, tc := range []struct {
+			replicas, maxInFlight int
+			guardOff              bool
+		}{{1, 256, false}, {1, 256, true}, {1, 16, false}, {3, 16, false}} {
+			name := fmt.Sprintf("ordering=%s/replicas=%d/max_in_flight=%d", ordering, tc.replicas, tc.maxInFlight)
+			if tc.guardOff {
+				if ordering != "key" {
+					continue
+				}
+				name += "/guard=off"
+			}
+			b.Run(name, func(b *testing.B) {
 				const n, contactsN, perContact, partitions = 20000, 2000, 10, 6
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()
 					api, url, topics := benchSetup(b, partitions)
 					env := workerEnv(topics, url, map[string]string{"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": fmt.Sprint(partitions),
-						"WORKER_ORDERING": ordering, "WORKER_MAX_IN_FLIGHT": fmt.Sprint(tc.maxInFlight)})
+						"WORKER_ORDERING": ordering, "WORKER_MAX_IN_FLIGHT": fmt.Sprint(tc.maxInFlight), "WORKER_STALE_GUARD_ENABLED": fmt.Sprint(!tc.guardOff)})
 					for r := 0; r < tc.replicas; r++ {
 						startWorker(b, env)
 					}
@@ -102,6 +114,7 @@ func BenchmarkWorkerLatencyBound(b *testing.B) {
 					eventually(b, 5*time.Minute, "every event applied", func() bool { return appliedCount(api) >= n })
 					b.StopTimer()
 					applyRate(b, api, n)
+					b.ReportMetric(float64(api.CallCount())/n, "calls/event")
 					reportOrder(b, api, contactsN, perContact)
 				}
 			})
