@@ -69,7 +69,7 @@ bench-burst: ## Only the gateway burst: 600 senders of 1 MB bodies, peak RSS wit
 	scripts/with-kafka.sh scripts/bench-burst.sh
 
 .PHONY: bench-worker
-bench-worker: ## Only the worker's concurrency benchmarks (5 ms Contacts API; ordering by key vs by partition; RUNS=5).
+bench-worker: ## Only the worker: concurrency at a 5 ms Contacts API (ordering by key vs by partition), contact-state memory and rebuild (RUNS=5; BASELINE_REV=<rev> adds that revision's worker to the default line).
 	scripts/with-kafka.sh scripts/bench-worker.sh
 
 .PHONY: build

@@ -13,6 +13,20 @@ out=bench/out
 mkdir -p "$out"
 raw=$out/worker-concurrency.txt
 
+# BASELINE_REV=<rev>: the default line runs this tree's worker and that
+# revision's, both as built binaries, in alternation: the reference of the
+# same run (before/after a change).
+if [ -n "${BASELINE_REV:-}" ]; then
+  bins=$(mktemp -d)
+  tree=$(mktemp -d)
+  trap 'git worktree remove --force "$tree" >/dev/null 2>&1 || true; rm -rf "$bins" "$tree"' EXIT
+  git worktree add --detach "$tree" "$BASELINE_REV" >/dev/null
+  (cd "$tree" && CGO_ENABLED=0 go build -trimpath -o "$bins/contact-worker-baseline" ./cmd/contact-worker)
+  CGO_ENABLED=0 go build -trimpath -o "$bins/contact-worker-current" ./cmd/contact-worker
+  export BENCH_WORKER_BINS="current=$bins/contact-worker-current,baseline=$bins/contact-worker-baseline"
+  baseline=$(git rev-parse --short "$BASELINE_REV")
+fi
+
 {
   go test -run '^$' -bench 'BenchmarkWorkerLatencyBound|BenchmarkWorkerFailingContact|BenchmarkContactsClientCeiling|BenchmarkStateRebuild' -benchtime 1x -count "$runs" \
     -timeout 90m ./tests/e2e/ 2>&1
@@ -47,9 +61,15 @@ fc=BenchmarkWorkerFailingContact
   echo
   echo "| measurement | median | min–max | runs | order violations / overlapping calls (all runs) |"
   echo "| --- | --- | --- | --- | --- |"
+  default="$lb/ordering=key/replicas=1/max_in_flight=256"
+  if [ -n "${BASELINE_REV:-}" ]; then
+    row "ordering=key: 1 worker, max in flight 256 (default), 20,000 events / 2,000 contacts / 6 partitions, this tree's binary, events/s" "$default/worker=current" events/s checked
+    row "ordering=key: the same, the worker of $baseline (reference), events/s" "$default/worker=baseline" events/s checked
+  fi
   for o in key partition; do
-    row "ordering=$o: 1 worker, max in flight 256 (default), 20,000 events / 2,000 contacts / 6 partitions, events/s" "$lb/ordering=$o/replicas=1/max_in_flight=256" events/s checked
-    [ "$o" = key ] && row "ordering=key: the same with the stale-event guard off (reference), events/s" "$lb/ordering=key/replicas=1/max_in_flight=256/guard=off" events/s checked
+    if [ -z "${BASELINE_REV:-}" ] || [ "$o" != key ]; then
+      row "ordering=$o: 1 worker, max in flight 256 (default), 20,000 events / 2,000 contacts / 6 partitions, events/s" "$lb/ordering=$o/replicas=1/max_in_flight=256" events/s checked
+    fi
     row "ordering=$o: 1 worker, max in flight 16, events/s" "$lb/ordering=$o/replicas=1/max_in_flight=16" events/s checked
     row "ordering=$o: 3 workers, max in flight 16 each, events/s" "$lb/ordering=$o/replicas=3/max_in_flight=16" events/s checked
     row "ordering=$o: one contact 503 for 20 s, seconds until the 599 others' 5,990 events are applied" "$fc/ordering=$o" s-others-applied checked
@@ -57,13 +77,19 @@ fc=BenchmarkWorkerFailingContact
   for c in 16 48 256; do
     row "ceiling: the Contacts API client alone, $c calls at once on the same stand-in, calls/s" "BenchmarkContactsClientCeiling/conc=$c" calls/s
   done
-  row "Contacts API calls per event, default line (guard on)" "$lb/ordering=key/replicas=1/max_in_flight=256" calls/event
+  if [ -n "${BASELINE_REV:-}" ]; then
+    row "Contacts API calls per event, default line" "$default/worker=current" calls/event
+  else
+    row "Contacts API calls per event, default line" "$default" calls/event
+  fi
   row "state: rebuilding a partition of 1,000,000 contacts from the state topic on assignment, seconds" BenchmarkStateRebuild s-rebuild
   row "state: the same, contacts/s" BenchmarkStateRebuild contacts/s
   row "state: heap held per contact known, after that rebuild, bytes" BenchmarkStateRebuild bytes/contact
   row "state: heap held per contact, 1,000,000 contacts put in memory (no Kafka), bytes" BenchmarkStateMemory bytes/contact
   echo
-  echo "Stale-event guard on ÷ off at the default line (medians): $(ratio "$lb/ordering=key/replicas=1/max_in_flight=256" "$lb/ordering=key/replicas=1/max_in_flight=256/guard=off" events/s)."
+  if [ -n "${BASELINE_REV:-}" ]; then
+    echo "This tree ÷ $baseline at the default line (medians of the same run): $(ratio "$default/worker=current" "$default/worker=baseline" events/s)."
+  fi
   echo
   echo "3 workers ÷ 1 worker at max in flight 16 (medians): ordering=key $(ratio "$lb/ordering=key/replicas=3/max_in_flight=16" "$lb/ordering=key/replicas=1/max_in_flight=16" events/s), ordering=partition $(ratio "$lb/ordering=partition/replicas=3/max_in_flight=16" "$lb/ordering=partition/replicas=1/max_in_flight=16" events/s); the client alone, 48 ÷ 16 calls at once: $(ratio BenchmarkContactsClientCeiling/conc=48 BenchmarkContactsClientCeiling/conc=16 calls/s)."
 } | tee "$out/worker-concurrency.md"

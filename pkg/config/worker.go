@@ -95,10 +95,6 @@ type Outage struct {
 // older one (outcome stale), however late it arrives — a late AcmeCRM
 // retry, a reordered delivery, a DLQ copy replayed days later.
 type StaleGuard struct {
-	// Enabled turns the guard on (default); off, events are applied in the
-	// order they arrive (for Contacts APIs whose events are not whole
-	// snapshots, and as the benchmarks' reference line).
-	Enabled bool `mapstructure:"enabled"`
 	// Horizon is how long a contact's state is kept after it last changed:
 	// the retention.ms of the state topic the worker creates. An event
 	// arriving later than that after its contact's newest is judged without
@@ -180,7 +176,6 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.outage.failure_ratio", Kind: Float, Usage: "outage detection: share of calls failing transiently (0-1) that makes an outage"},
 	Setting{Key: "worker.outage.min_contacts", Kind: Int, Usage: "outage detection: fewest distinct failing contacts that make an outage"},
 	Setting{Key: "worker.outage.probe_interval", Kind: Duration, Usage: "during an outage, one Contacts API call per this interval tests it"},
-	Setting{Key: "worker.stale_guard.enabled", Kind: Bool, Usage: "never apply an event older than its contact's newest applied one (off: arrival order)"},
 	Setting{Key: "worker.stale_guard.horizon", Kind: Duration, Usage: "how long a contact's state is kept after its last change (the state topic's retention.ms); at least the DLQ's retention"},
 	Setting{Key: "worker.stale_guard.max_clock_skew", Kind: Duration, Usage: "how far an event's timestamp may be ahead of its arrival; beyond, it is invalid"},
 	Setting{Key: "worker.replay.dlq", Kind: Bool, Usage: "replay dead-lettered events to the events topic, then exit"},

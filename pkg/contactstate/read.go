@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/acmecrm/integration-service/pkg/kafka"
 )
 
 // Unreadable is a state record that could not be decoded: it is skipped
@@ -34,16 +36,16 @@ type Stats struct {
 
 const maxUnreadable = 10
 
-// readIdle is how long a partition may give no record before the read is
-// given up (and retried by the caller).
-const readIdle = 10 * time.Second
+// Put receives a contact's state read from its record, written at written
+// (the record's timestamp).
+type Put func(contact string, s State, written time.Time)
 
 // Read reads partitions of topic from their oldest record to their end as
-// of the call and calls put with each contact's latest state among them, in
-// log order (a later record of a contact replaces the earlier one; a
-// tombstone is the zero State). Records of another owner are skipped and
-// counted, as are records that cannot be decoded (listed in Stats).
-func Read(ctx context.Context, client sarama.Client, topic string, partitions []int32, owner Owner, put func(contact string, s State)) (Stats, error) {
+// of the call and calls put with each contact's state, in log order (a
+// later record of a contact replaces the earlier one; a tombstone is the
+// zero State). Records of another owner are skipped and counted, as are
+// records that cannot be decoded (listed in Stats).
+func Read(ctx context.Context, client sarama.Client, topic string, partitions []int32, owner Owner, put Put) (Stats, error) {
 	var st Stats
 	if len(partitions) == 0 {
 		return st, nil
@@ -61,58 +63,24 @@ func Read(ctx context.Context, client sarama.Client, topic string, partitions []
 	return st, nil
 }
 
-func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Consumer, topic string, p int32, owner Owner, put func(string, State), st *Stats) error {
-	oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
-	if err != nil {
-		return fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
-	}
-	end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-	if err != nil {
-		return fmt.Errorf("end of %s/%d: %w", topic, p, err)
-	}
-	if oldest >= end {
-		return nil
-	}
-	pc, err := consumer.ConsumePartition(topic, p, oldest)
-	if err != nil {
-		return fmt.Errorf("reading %s/%d: %w", topic, p, err)
-	}
-	defer pc.AsyncClose()
-	idle := time.NewTimer(readIdle)
-	defer idle.Stop()
-	next := oldest
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-pc.Errors():
-			return fmt.Errorf("reading %s/%d: %w", topic, p, err)
-		case <-idle.C:
-			// Kafka keeps the last record of a log, so records up to end-1
-			// exist: silence before it (sarama redispatching around a
-			// leader change) is not the end. The caller retries.
-			return fmt.Errorf("reading %s/%d: no record for %v at offset %d, before the end %d", topic, p, readIdle, next, end)
-		case m := <-pc.Messages():
-			st.Records++
-			s, err := Decode(m.Value, owner)
-			switch {
-			case errors.Is(err, ErrForeign):
-				st.Foreign++
-			case err != nil:
-				st.Skipped++
-				if len(st.Unreadable) < maxUnreadable {
-					st.Unreadable = append(st.Unreadable, Unreadable{Partition: p, Offset: m.Offset, Key: string(m.Key), Err: err})
-				}
-			default:
-				put(string(m.Key), s)
+// readPartition decodes partition p's records for Read.
+func readPartition(ctx context.Context, client sarama.Client, consumer sarama.Consumer, topic string, p int32, owner Owner, put Put, st *Stats) error {
+	_, err := kafka.ReadRange(ctx, client, consumer, topic, p, func(m *sarama.ConsumerMessage) {
+		st.Records++
+		s, err := Decode(m.Value, owner)
+		switch {
+		case errors.Is(err, ErrForeign):
+			st.Foreign++
+		case err != nil:
+			st.Skipped++
+			if len(st.Unreadable) < maxUnreadable {
+				st.Unreadable = append(st.Unreadable, Unreadable{Partition: p, Offset: m.Offset, Key: string(m.Key), Err: err})
 			}
-			if m.Offset >= end-1 {
-				return nil
-			}
-			next = m.Offset + 1
-			idle.Reset(readIdle)
+		default:
+			put(string(m.Key), s, m.Timestamp)
 		}
-	}
+	})
+	return err
 }
 
 // Contact is one contact's state, as ReadAll lists them.
@@ -129,7 +97,7 @@ func ReadAll(ctx context.Context, client sarama.Client, topic string, owner Owne
 		return nil, Stats{}, fmt.Errorf("partitions of %s: %w", topic, err)
 	}
 	latest := map[string]State{}
-	st, err := Read(ctx, client, topic, partitions, owner, func(c string, s State) { latest[c] = s })
+	st, err := Read(ctx, client, topic, partitions, owner, func(c string, s State, _ time.Time) { latest[c] = s })
 	if err != nil {
 		return nil, st, err
 	}

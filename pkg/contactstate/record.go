@@ -30,13 +30,14 @@ var currentPrefix = []byte(`{"v":1,`)
 // (encoding/json/v2, github.com/go-json-experiment/json: a third of v1's
 // time to decode, which bounds a partition's rebuild).
 type stored struct {
-	V         int     `json:"v"`
-	Topic     string  `json:"topic"`
-	Group     string  `json:"group"`
-	Newest    *Mark   `json:"newest,omitzero"`
-	Deleted   bool    `json:"deleted,omitzero"`
-	Parked    *Parked `json:"parked,omitzero"`
-	Discarded []Mark  `json:"discarded,omitzero"`
+	V           int      `json:"v"`
+	Topic       string   `json:"topic"`
+	Group       string   `json:"group"`
+	Newest      *Mark    `json:"newest,omitzero"`
+	SameInstant []string `json:"same_instant,omitzero"`
+	Deleted     bool     `json:"deleted,omitzero"`
+	Parked      *Parked  `json:"parked,omitzero"`
+	Discarded   []Mark   `json:"discarded,omitzero"`
 }
 
 // legacy is a record of the former parked topic (no "v"): the parked event
@@ -57,7 +58,7 @@ func Message(topic string, p int32, owner Owner, contact string, s State) *saram
 	if s.IsZero() {
 		return m
 	}
-	v := stored{V: formatVersion, Topic: owner.Topic, Group: owner.Group, Deleted: s.Deleted, Discarded: s.Discarded}
+	v := stored{V: formatVersion, Topic: owner.Topic, Group: owner.Group, SameInstant: s.SameInstant, Deleted: s.Deleted, Discarded: s.Discarded}
 	if !s.Newest.IsZero() {
 		v.Newest = &s.Newest
 	}
@@ -102,7 +103,7 @@ func Decode(value []byte, owner Owner) (State, error) {
 	if v.Topic != owner.Topic || v.Group != owner.Group {
 		return State{}, fmt.Errorf("%w (topic %q, group %q)", ErrForeign, v.Topic, v.Group)
 	}
-	s := State{Deleted: v.Deleted, Discarded: v.Discarded}
+	s := State{SameInstant: v.SameInstant, Deleted: v.Deleted, Discarded: v.Discarded}
 	if v.Newest != nil {
 		s.Newest = *v.Newest
 	}

@@ -15,6 +15,12 @@ type Mark struct {
 // IsZero reports whether m names no event.
 func (m Mark) IsZero() bool { return m.EventID == "" && m.At.IsZero() }
 
+// Position is where a record is in a topic.
+type Position struct {
+	Partition int32 `json:"partition"`
+	Offset    int64 `json:"offset"`
+}
+
 // Parked says that a contact's events wait in the dead-letter topic behind
 // its head: the first of its events dead-lettered and not yet resolved.
 type Parked struct {
@@ -28,6 +34,27 @@ type Parked struct {
 	// dead-lettered (a parked event put back by a replay and parked
 	// again counts again).
 	Records int `json:"records"`
+	// Last is where in the dead-letter topic the latest record written for
+	// the contact since it was parked is (the head's dead letter, then
+	// each parked record); nil when unknown. A release that put back the
+	// records up to it releases the contact (CoveredBy).
+	Last *Position `json:"last,omitzero"`
+}
+
+// CoveredBy reports whether a release that read the dead-letter topic up to
+// through (partition -> end offset, exclusive) put back every record parked
+// behind the head: those written later wait for the next release. Without
+// a through (the head put back by a routine replay), only a head with
+// nothing parked behind it is covered.
+func (p Parked) CoveredBy(through map[int32]int64) bool {
+	if through == nil {
+		return p.Records == 0
+	}
+	if p.Last == nil {
+		return true
+	}
+	end, ok := through[p.Last.Partition]
+	return ok && end > p.Last.Offset
 }
 
 // State is what the worker knows of one contact. Its zero value is a
@@ -36,6 +63,10 @@ type State struct {
 	// Newest is the newest event applied (its timestamp is the guard's
 	// high-water mark); zero when none was applied within the horizon.
 	Newest Mark
+	// SameInstant are the ids of the events applied before Newest at its
+	// very instant (AcmeCRM's timestamps have whole seconds): a copy of one
+	// of them coming back is stale. At most MaxSameInstant, the latest.
+	SameInstant []string
 	// Deleted is true when Newest was a contact.deleted.
 	Deleted bool
 	// Parked, when its Head is set, parks the contact.
@@ -46,12 +77,22 @@ type State struct {
 	Discarded []Mark
 }
 
-// MaxDiscarded bounds State.Discarded.
-const MaxDiscarded = 16
+// MaxDiscarded bounds State.Discarded, MaxSameInstant State.SameInstant.
+const (
+	MaxDiscarded   = 16
+	MaxSameInstant = 8
+)
 
 // IsZero reports whether s holds nothing.
 func (s State) IsZero() bool {
-	return s.Newest.IsZero() && !s.Deleted && !s.IsParked() && len(s.Discarded) == 0
+	return s.Newest.IsZero() && len(s.SameInstant) == 0 && !s.Deleted && !s.IsParked() && len(s.Discarded) == 0
+}
+
+// Applied reports whether m is an event already applied to the contact:
+// its newest, or one applied before it at the same instant. A copy of it
+// (redelivered, replayed) is stale.
+func (s State) Applied(m Mark) bool {
+	return !s.Newest.IsZero() && m.At.Equal(s.Newest.At) && (m.EventID == s.Newest.EventID || slices.Contains(s.SameInstant, m.EventID))
 }
 
 // IsParked reports whether the contact's events wait behind a head.
@@ -74,6 +115,15 @@ func (s *State) Discard(m Mark) {
 // delete when deleted. Discarded events older than m are forgotten: the
 // high-water mark covers them.
 func (s *State) Apply(m Mark, deleted bool) {
+	switch {
+	case !m.At.Equal(s.Newest.At):
+		s.SameInstant = nil
+	case s.Newest.EventID != "" && s.Newest.EventID != m.EventID && !slices.Contains(s.SameInstant, s.Newest.EventID):
+		s.SameInstant = append(slices.Clone(s.SameInstant), s.Newest.EventID)
+		if len(s.SameInstant) > MaxSameInstant {
+			s.SameInstant = s.SameInstant[len(s.SameInstant)-MaxSameInstant:]
+		}
+	}
 	s.Newest, s.Deleted = m, deleted
 	s.prune()
 }
@@ -97,8 +147,9 @@ func (s *State) prune() {
 // instants).
 func (s State) Equal(o State) bool {
 	markEq := func(a, b Mark) bool { return a.EventID == b.EventID && a.At.Equal(b.At) }
-	return markEq(s.Newest, o.Newest) && s.Deleted == o.Deleted &&
+	posEq := func(a, b *Position) bool { return a == b || a != nil && b != nil && *a == *b }
+	return markEq(s.Newest, o.Newest) && slices.Equal(s.SameInstant, o.SameInstant) && s.Deleted == o.Deleted &&
 		markEq(s.Parked.Head, o.Parked.Head) && s.Parked.HeadKind == o.Parked.HeadKind &&
-		s.Parked.Since.Equal(o.Parked.Since) && s.Parked.Records == o.Parked.Records &&
+		s.Parked.Since.Equal(o.Parked.Since) && s.Parked.Records == o.Parked.Records && posEq(s.Parked.Last, o.Parked.Last) &&
 		slices.EqualFunc(s.Discarded, o.Discarded, markEq)
 }

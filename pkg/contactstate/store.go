@@ -73,7 +73,7 @@ func (p *PartitionState) Put(contact string, s State) {
 	delete(p.newest, contact)
 	switch {
 	case s.IsZero():
-	case !s.IsParked() && len(s.Discarded) == 0 && compact(s.Newest.At):
+	case !s.IsParked() && len(s.Discarded) == 0 && len(s.SameInstant) == 0 && compact(s.Newest.At):
 		p.newest[contact] = guard{at: s.Newest.At.UnixNano(), id: s.Newest.EventID, deleted: s.Deleted}
 	default:
 		if s.IsParked() {

@@ -81,6 +81,10 @@ func NewConsumerConfig(c config.Kafka) (*sarama.Config, error) {
 	sc.Consumer.Offsets.AutoCommit.Enable = true
 	sc.Consumer.Offsets.AutoCommit.Interval = time.Second
 	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	// How soon a member notices partitions added to its topic (sarama ends
+	// the session then, and the group rebalances onto them): records the
+	// worker forwards to a new partition wait for that.
+	sc.Metadata.RefreshFrequency = time.Minute
 	sc.Consumer.Return.Errors = true
 	if err := sc.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka consumer config: %w", err)

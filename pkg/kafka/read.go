@@ -8,49 +8,52 @@ import (
 	"github.com/IBM/sarama"
 )
 
-// EndIdle is how long ReadRange waits for a record before taking the end
-// as reached: offsets below the end that hold no record (transaction
-// markers, compacted records) never arrive.
-const EndIdle = 10 * time.Second
+// ReadIdle is how long ReadRange waits for the next record before it
+// gives up: the service writes no transactions, so every offset below a
+// partition's end holds a record (compaction keeps the last one), and
+// silence before the end is a broker that stalls, not the end.
+const ReadIdle = 10 * time.Second
 
 // ReadRange calls fn with every record of partition p of topic, from its
-// oldest to its end as of the call, in order.
-func ReadRange(ctx context.Context, client sarama.Client, consumer sarama.Consumer, topic string, p int32, fn func(*sarama.ConsumerMessage)) error {
+// oldest to its end as of the call, in order, and returns that end.
+func ReadRange(ctx context.Context, client sarama.Client, consumer sarama.Consumer, topic string, p int32, fn func(*sarama.ConsumerMessage)) (int64, error) {
 	oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
 	if err != nil {
-		return fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
+		return 0, fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
 	}
 	end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
 	if err != nil {
-		return fmt.Errorf("end of %s/%d: %w", topic, p, err)
+		return 0, fmt.Errorf("end of %s/%d: %w", topic, p, err)
 	}
 	if oldest >= end {
-		return nil
+		return end, nil
 	}
 	pc, err := consumer.ConsumePartition(topic, p, oldest)
 	if err != nil {
-		return fmt.Errorf("reading %s/%d: %w", topic, p, err)
+		return 0, fmt.Errorf("reading %s/%d: %w", topic, p, err)
 	}
 	defer pc.AsyncClose()
-	idle := time.NewTimer(EndIdle)
+	idle := time.NewTimer(ReadIdle)
 	defer idle.Stop()
+	next := oldest
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case err := <-pc.Errors():
-			return fmt.Errorf("reading %s/%d: %w", topic, p, err)
+			return 0, fmt.Errorf("reading %s/%d: %w", topic, p, err)
 		case <-idle.C:
-			return nil // offsets without records up to the end
+			return 0, fmt.Errorf("reading %s/%d: no record for %v at offset %d, before the end %d", topic, p, ReadIdle, next, end)
 		case m := <-pc.Messages():
 			if m.Offset >= end {
-				return nil
+				return end, nil
 			}
 			fn(m)
 			if m.Offset == end-1 {
-				return nil
+				return end, nil
 			}
-			idle.Reset(EndIdle)
+			next = m.Offset + 1
+			idle.Reset(ReadIdle)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package record
 import (
 	"cmp"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,11 @@ const (
 	// HeaderDLQDiscard, on a record a replay puts back, says: never apply
 	// this event (an SRE dropped it); it releases what was parked behind it.
 	HeaderDLQDiscard = "dlq_discard"
+	// HeaderDLQReleaseThrough, on a record a release of a parked contact
+	// puts back, is how far the release read the DLQ: "partition:end" for
+	// each of its partitions (end exclusive), comma-separated. Records
+	// parked after that wait for the next release.
+	HeaderDLQReleaseThrough = "dlq_release_through"
 	// HeaderDLQReplayCount is the only dlq_ header a replayed record keeps:
 	// how many times it has been put back, for the replay loop guard.
 	HeaderDLQReplayCount = "dlq_replay_count"
@@ -167,4 +173,36 @@ func Identity(m *sarama.ConsumerMessage) (id, eventType string) {
 		id, eventType = cmp.Or(id, body.EventID), cmp.Or(eventType, body.EventType)
 	}
 	return id, eventType
+}
+
+// WithReleaseThrough marks msg, put back by a release, with how far the
+// release read the DLQ (partition -> end offset, exclusive).
+func WithReleaseThrough(msg *sarama.ProducerMessage, through map[int32]int64) *sarama.ProducerMessage {
+	parts := make([]string, 0, len(through))
+	for p, end := range through {
+		parts = append(parts, strconv.Itoa(int(p))+":"+strconv.FormatInt(end, 10))
+	}
+	slices.Sort(parts)
+	msg.Headers = append(msg.Headers, header(HeaderDLQReleaseThrough, strings.Join(parts, ",")))
+	return msg
+}
+
+// ReleaseThrough returns m's dlq_release_through (partition -> end offset),
+// nil when it has none or it cannot be read.
+func ReleaseThrough(m *sarama.ConsumerMessage) map[int32]int64 {
+	v, ok := Header(m.Headers, HeaderDLQReleaseThrough)
+	if !ok {
+		return nil
+	}
+	out := map[int32]int64{}
+	for _, part := range strings.Split(v, ",") {
+		p, end, found := strings.Cut(part, ":")
+		pn, err1 := strconv.ParseInt(p, 10, 32)
+		en, err2 := strconv.ParseInt(end, 10, 64)
+		if !found || err1 != nil || err2 != nil {
+			return nil
+		}
+		out[int32(pn)] = en
+	}
+	return out
 }

@@ -100,10 +100,11 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 	if len(want) == 0 {
 		return nil
 	}
-	copies, err := parkedCopies(ctx, client, consumer, dlq, want)
+	copies, through, err := parkedCopies(ctx, client, consumer, dlq, want)
 	if err != nil {
 		return err
 	}
+	rp.through = through
 	for _, c := range rp.cfg.ContactIDs {
 		s, ok := want[c]
 		if !ok {
@@ -156,8 +157,9 @@ func (rp *run) putBack(ctx context.Context, m *sarama.ConsumerMessage, discard b
 
 // contactCopies are the DLQ records a release of one contact puts back.
 type contactCopies struct {
-	// head is the latest copy of the head (its own dead letter, not a parked one).
-	head *sarama.ConsumerMessage
+	// head is the latest copy of the head: its own dead letter, or its
+	// latest parked copy when it has none.
+	head, headParked *sarama.ConsumerMessage
 	// parked is the latest copy of each event parked behind the head, in
 	// the order they were first parked.
 	parked []*sarama.ConsumerMessage
@@ -165,15 +167,18 @@ type contactCopies struct {
 }
 
 // parkedCopies reads the whole DLQ and returns, for each contact of want,
-// the copies of its head and of the events parked behind it.
-func parkedCopies(ctx context.Context, client sarama.Client, consumer sarama.Consumer, dlq string, want map[string]contactstate.State) (map[string]*contactCopies, error) {
+// the copies of its head and of the events parked behind it, and how far
+// it read (partition -> end offset): records parked after that are not
+// among them, and the worker keeps their contact parked.
+func parkedCopies(ctx context.Context, client sarama.Client, consumer sarama.Consumer, dlq string, want map[string]contactstate.State) (map[string]*contactCopies, map[int32]int64, error) {
 	out := map[string]*contactCopies{}
 	partitions, err := client.Partitions(dlq)
 	if err != nil {
-		return nil, fmt.Errorf("partitions of %s: %w", dlq, err)
+		return nil, nil, fmt.Errorf("partitions of %s: %w", dlq, err)
 	}
+	through := map[int32]int64{}
 	for _, p := range partitions {
-		err := kafka.ReadRange(ctx, client, consumer, dlq, p, func(m *sarama.ConsumerMessage) {
+		end, err := kafka.ReadRange(ctx, client, consumer, dlq, p, func(m *sarama.ConsumerMessage) {
 			s, ok := want[string(m.Key)]
 			if !ok {
 				return
@@ -190,6 +195,8 @@ func parkedCopies(ctx context.Context, client sarama.Client, consumer sarama.Con
 			switch {
 			case id == head && kind != string(record.KindParked):
 				c.head = m // later offsets are newer copies
+			case id == head:
+				c.headParked = m // a head that was parked itself, once (a release under way when it was recorded)
 			case id != head && kind == string(record.KindParked) && behind == head:
 				if i, ok := c.seen[id]; ok {
 					c.parked[i] = m
@@ -200,10 +207,16 @@ func parkedCopies(ctx context.Context, client sarama.Client, consumer sarama.Con
 			}
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		through[p] = end
+	}
+	for _, c := range out {
+		if c.head == nil {
+			c.head = c.headParked
 		}
 	}
-	return out, nil
+	return out, through, nil
 }
 
 // defaultActor names who runs a replay when --replay-actor is not given.

@@ -183,6 +183,9 @@ type run struct {
 	sum      *Summary
 	tracer   trace.Tracer
 	log      zerolog.Logger
+	// through, in a release, is how far it read the DLQ: every record it
+	// puts back says so (record.WithReleaseThrough).
+	through map[int32]int64
 }
 
 // partition replays one DLQ partition from the remembered position (or the
@@ -288,6 +291,9 @@ func (rp *run) send(ctx context.Context, m *sarama.ConsumerMessage, msg *sarama.
 	ctx, span := telemetry.StartSend(ctx, rp.tracer, rp.topic, trace.WithNewRoot(), trace.WithLinks(telemetry.Links(m)...),
 		trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key)), attribute.String("acmecrm.replay.actor", rp.sum.Actor)))
 	defer span.End()
+	if rp.through != nil {
+		record.WithReleaseThrough(msg, rp.through)
+	}
 	telemetry.Inject(ctx, msg)
 	if err := rp.producer.Enqueue(ctx, msg); err != nil {
 		span.RecordError(err)

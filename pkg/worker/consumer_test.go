@@ -469,7 +469,7 @@ func (f *fakeStates) newestWritten(contact string) string {
 func newStatefulHandler(api contactsAPI) (*dispatcher, *fakeStates) {
 	h := newTestHandler(api, 8, 1000, config.OrderingKey)
 	h.proc.State = contactstate.NewStore()
-	h.proc.Guard = guard{Enabled: true}
+	h.proc.Guard = guard{}
 	states := newFakeStates(h.proc.State)
 	h.state = states
 	return h, states

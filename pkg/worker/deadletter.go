@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/acmecrm/integration-service/pkg/contactstate"
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/pkg/telemetry"
@@ -32,8 +33,8 @@ type publisher struct {
 }
 
 // Publish sends the record build returns, again until it is acknowledged
-// or ctx ends (then ctx's error).
-func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, build func() *sarama.ProducerMessage) error {
+// (it returns where it was written) or ctx ends (then ctx's error).
+func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, build func() *sarama.ProducerMessage) (contactstate.Position, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
@@ -41,13 +42,15 @@ func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 	id, _ := record.Identity(m)
 	ctx, span := telemetry.StartSend(ctx, p.Tracer, p.Topic, trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key))))
 	defer span.End()
-	return backoff.RetryNotify(func() error {
+	var at contactstate.Position
+	err := backoff.RetryNotify(func() error {
 		// A fresh message each try: sarama keeps per-send state in it.
 		msg := build()
 		telemetry.Inject(ctx, msg)
 		err := p.Producer.Enqueue(ctx, msg)
 		if err == nil {
 			telemetry.Sent(span, msg)
+			at = contactstate.Position{Partition: msg.Partition, Offset: msg.Offset}
 		}
 		return err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
@@ -56,9 +59,10 @@ func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 		p.Log.Error().Err(err).Str("topic", p.Topic).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).
 			Dur("retry_in", wait).Msg("publish failed, retrying")
 	})
+	return at, err
 }
 
-// DeadLetter implements DeadLetterer.
-func (p *publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) error {
+// DeadLetter implements deadLetterer.
+func (p *publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) (contactstate.Position, error) {
 	return p.Publish(ctx, m, func() *sarama.ProducerMessage { return record.DeadLetterMessage(p.Topic, m, f) })
 }

@@ -42,7 +42,7 @@ func TestDeadLetterPublishIsRetriedUntilAcknowledged(t *testing.T) {
 	p := &publisher{Producer: kafka, Topic: "contact-events-dlq", Failures: failures, Log: zerolog.Nop()}
 	m := &sarama.ConsumerMessage{Topic: "contact-events", Key: []byte("c-1"), Value: []byte(`{}`), Headers: []*sarama.RecordHeader{{Key: []byte("ce_id"), Value: []byte("evt_1")}}}
 	start := time.Now()
-	if err := p.DeadLetter(context.Background(), m, record.Failure{Err: errors.New("422"), Kind: record.KindPermanent}); err != nil {
+	if _, err := p.DeadLetter(context.Background(), m, record.Failure{Err: errors.New("422"), Kind: record.KindPermanent}); err != nil {
 		t.Fatal(err)
 	}
 	if kafka.tries != 3 || len(kafka.sent) != 1 || testutil.ToFloat64(failures) != 2 {
@@ -63,7 +63,7 @@ func TestDeadLetterPublishStopsWithCtx(t *testing.T) {
 	p := &publisher{Producer: kafka, Topic: "contact-events-dlq", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "f"}), Log: zerolog.Nop()}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	err := p.DeadLetter(ctx, &sarama.ConsumerMessage{Key: []byte("c-1")}, record.Failure{Err: errors.New("x"), Kind: record.KindPermanent})
+	_, err := p.DeadLetter(ctx, &sarama.ConsumerMessage{Key: []byte("c-1")}, record.Failure{Err: errors.New("x"), Kind: record.KindPermanent})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("got %v, want the context's error", err)
 	}

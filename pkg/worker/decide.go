@@ -5,7 +5,6 @@ import (
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
 	"github.com/acmecrm/integration-service/pkg/contactstate"
-	"github.com/acmecrm/integration-service/pkg/record"
 )
 
 // What becomes of each record is decided apart from being done: decide is a
@@ -27,6 +26,10 @@ type facts struct {
 	Replayed bool
 	// Discard: an SRE's discard record (dlq_discard): never to be applied.
 	Discard bool
+	// ReleaseThrough, on a record a release put back, is how far the
+	// release read the DLQ (partition -> end offset): records parked
+	// after it were not put back.
+	ReleaseThrough map[int32]int64
 }
 
 // mark names the record's event in a contact's state.
@@ -67,24 +70,25 @@ func (v verdict) String() string {
 }
 
 // decide returns what to do with a record of facts f for a contact in state
-// s. guard is the stale-event guard (WORKER_STALE_GUARD_ENABLED): with it an
-// event older than the contact's newest applied one is stale; timestamps
-// are instants, and an event as old as the newest is applied (partition
-// order decides between events of one second).
-func decide(s contactstate.State, f facts, guard bool) verdict {
+// s. The stale-event guard: an event older than the contact's newest
+// applied one, or a copy of an event already applied, is stale; timestamps
+// are instants, and distinct events of one instant are applied in
+// partition order.
+func decide(s contactstate.State, f facts) verdict {
 	parked := s.IsParked()
+	head := parked && f.Replayed && s.Parked.Head.EventID == f.ID // the head, put back
 	switch {
-	case f.Discard:
+	case f.Discard, head && s.IsDiscarded(f.ID):
 		return verdictDiscard
 	case s.IsDiscarded(f.ID):
 		return verdictDiscarded
-	case parked && f.Replayed && s.Parked.Head.EventID == f.ID:
+	case head:
 		return verdictApplyHead
 	case f.Invalid != nil && parked:
 		return verdictPark
 	case f.Invalid != nil:
 		return verdictInvalid
-	case guard && f.Event.Timestamp.Before(s.Newest.At):
+	case f.Event.Timestamp.Before(s.Newest.At), s.Applied(f.mark()):
 		return verdictStale
 	case parked:
 		return verdictPark
@@ -94,28 +98,28 @@ func decide(s contactstate.State, f facts, guard bool) verdict {
 }
 
 // next returns the contact's state after verdict v on the record of facts
-// f ended in out (kind: the dead letter's, when out is a dead letter) at
-// now. With the guard, an applied event becomes the contact's newest.
-func next(s contactstate.State, f facts, v verdict, out eventOutcome, kind record.Kind, now time.Time, guard bool) contactstate.State {
+// f came to r, at now: an applied event becomes the contact's newest; a
+// head put back by a release releases its contact when the release put
+// back every record parked behind it (contactstate.Parked.CoveredBy).
+func next(s contactstate.State, f facts, v verdict, r effect, now time.Time) contactstate.State {
 	switch {
-	case out == outcomeApplied:
-		if guard {
-			s.Apply(f.mark(), f.Event.EventType == acmecrm.ContactDeleted)
-		}
-		if v == verdictApplyHead {
+	case r.out == outcomeApplied:
+		s.Apply(f.mark(), f.Event.EventType == acmecrm.ContactDeleted)
+		if v == verdictApplyHead && s.Parked.CoveredBy(f.ReleaseThrough) {
 			s.Parked = contactstate.Parked{}
 		}
-	case out == outcomeDeadLettered && v == verdictApplyHead:
-		s.Parked.HeadKind, s.Parked.Since = string(kind), now
-	case out == outcomeDeadLettered:
-		s.Parked = contactstate.Parked{Head: f.mark(), HeadKind: string(kind), Since: now}
-	case out == outcomeParked:
+	case r.out == outcomeDeadLettered && v == verdictApplyHead:
+		s.Parked.HeadKind, s.Parked.Since, s.Parked.Last = string(r.kind), now, r.at
+	case r.out == outcomeDeadLettered && f.ID != "":
+		s.Parked = contactstate.Parked{Head: f.mark(), HeadKind: string(r.kind), Since: now, Last: r.at}
+	case r.out == outcomeParked:
 		s.Parked.Records++
+		s.Parked.Last = r.at
 	case v == verdictDiscard:
-		if s.Parked.Head.EventID == f.ID {
+		s.Discard(f.mark())
+		if s.Parked.Head.EventID == f.ID && s.Parked.CoveredBy(f.ReleaseThrough) {
 			s.Parked = contactstate.Parked{}
 		}
-		s.Discard(f.mark())
 	}
 	return s
 }

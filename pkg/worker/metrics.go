@@ -19,6 +19,7 @@ type Metrics struct {
 	parked             prometheus.Gauge
 	parkedEvents       prometheus.Counter
 	stateWriteFailures prometheus.Counter
+	forwardFailures    prometheus.Counter
 	replayed           prometheus.Counter
 	dlqRecords         prometheus.Gauge
 	contacts           prometheus.Gauge
@@ -75,6 +76,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		stateWriteFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "worker_state_write_failures_total", Help: "Failed writes of contacts' states to the state topic (each is retried).",
 		}),
+		forwardFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "worker_forward_failures_total", Help: "Failed attempts to forward a record to the partition its key belongs to (each is retried).",
+		}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "worker_replayed_events_total", Help: "Records processed that a DLQ replay put back (dlq_replay_count above 0).",
 		}),
@@ -93,7 +97,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.events, m.retries, m.deadLettered, m.applyDuration, m.lag, m.dlqPublishFailures,
-		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped, m.parked, m.parkedEvents, m.stateWriteFailures,
+		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped, m.parked, m.parkedEvents, m.stateWriteFailures, m.forwardFailures,
 		m.replayed, m.dlqRecords, m.contacts, m.stateLoad, m.stateSkipped)
 	for _, reason := range []string{"unreadable", "foreign"} {
 		m.stateSkipped.WithLabelValues(reason) // exported at 0 from the start

@@ -36,9 +36,17 @@ func call(ctx context.Context, api contactsAPI, ev acmecrm.Event) error {
 }
 
 // deadLetterer publishes the dead-letter record of a failed event; it
-// returns nil once Kafka acknowledged it, or ctx's error.
+// returns where it was written once Kafka acknowledged it, or ctx's error.
 type deadLetterer interface {
-	DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) error
+	DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) (contactstate.Position, error)
+}
+
+// effect is what carrying a verdict out did: the outcome, and for a dead
+// letter or a parked record, its kind and where in the DLQ it was written.
+type effect struct {
+	out  eventOutcome
+	kind record.Kind
+	at   *contactstate.Position
 }
 
 // eventOutcome is what became of an event.
@@ -62,9 +70,6 @@ const (
 
 // guard configures the stale-event guard.
 type guard struct {
-	// Enabled keeps each contact's newest event applied and finds older
-	// ones stale; off, events are applied in the order they arrive.
-	Enabled bool
 	// MaxClockSkew is how far an event's timestamp may be ahead of its
 	// arrival (received_at); beyond, it is invalid: as the newest, it
 	// would make every later event of its contact stale.
@@ -126,14 +131,14 @@ func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out
 	if keep {
 		s = p.State.Get(m.Partition, contact)
 	}
-	v := decide(s, f, p.Guard.Enabled)
-	out, kind := p.carryOut(ctx, log, span, m, f, s, v)
-	if !keep || out == outcomeAbandoned {
-		return out, false
+	v := decide(s, f)
+	r := p.carryOut(ctx, log, span, m, f, s, v)
+	if !keep || r.out == outcomeAbandoned {
+		return r.out, false
 	}
-	n := next(s, f, v, out, kind, p.Now().UTC(), p.Guard.Enabled)
+	n := next(s, f, v, r, p.Now().UTC())
 	if n.Equal(s) {
-		return out, false
+		return r.out, false
 	}
 	p.State.Put(m.Partition, contact, n)
 	p.Metrics.parked.Set(float64(p.State.Parked()))
@@ -143,20 +148,23 @@ func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out
 		log.Warn().Str("contact_id", contact).Msg("contact parked: its later events wait in the DLQ behind this one until a replay")
 	case s.IsParked() && !n.IsParked():
 		log.Info().Str("contact_id", contact).Str("head", s.Parked.Head.EventID).Msg("contact released")
+	case (v == verdictApplyHead || v == verdictDiscard) && r.out != outcomeDeadLettered && n.IsParked():
+		log.Warn().Str("contact_id", contact).Str("head", s.Parked.Head.EventID).
+			Msg("head put back without the records parked behind it since the release read the DLQ: the contact stays parked; release it again")
 	}
-	return out, true
+	return r.out, true
 }
 
 // facts reads what record m says of itself.
 func (p *processor) facts(m *sarama.ConsumerMessage, id string) facts {
-	f := facts{ID: id, Replayed: record.ReplayCount(m.Headers) > 0, Discard: record.IsDiscard(m)}
+	f := facts{ID: id, Replayed: record.ReplayCount(m.Headers) > 0, Discard: record.IsDiscard(m), ReleaseThrough: record.ReleaseThrough(m)}
 	ev, err := acmecrm.Parse(m.Value)
 	if err != nil {
 		f.Invalid = fmt.Errorf("unparseable event: %w", err)
 		return f
 	}
 	f.Event = ev
-	if arrived, ok := record.Arrival(m); ok && p.Guard.Enabled && p.Guard.MaxClockSkew > 0 {
+	if arrived, ok := record.Arrival(m); ok && p.Guard.MaxClockSkew > 0 {
 		if ahead := ev.Timestamp.Sub(arrived); ahead > p.Guard.MaxClockSkew {
 			f.Invalid = fmt.Errorf("timestamp %s is %v ahead of the event's arrival (%s), more than the clock skew allowed (WORKER_STALE_GUARD_MAX_CLOCK_SKEW %v): as its contact's newest it would make every later event stale",
 				ev.Timestamp.Format(time.RFC3339Nano), ahead, arrived.UTC().Format(time.RFC3339Nano), p.Guard.MaxClockSkew)
@@ -166,28 +174,27 @@ func (p *processor) facts(m *sarama.ConsumerMessage, id string) facts {
 }
 
 // carryOut does what v says for the record m of facts f, its contact in
-// state s; it returns the outcome and, for a dead letter, its kind.
-func (p *processor) carryOut(ctx context.Context, log zerolog.Logger, span trace.Span, m *sarama.ConsumerMessage, f facts, s contactstate.State, v verdict) (eventOutcome, record.Kind) {
+// state s.
+func (p *processor) carryOut(ctx context.Context, log zerolog.Logger, span trace.Span, m *sarama.ConsumerMessage, f facts, s contactstate.State, v verdict) effect {
 	switch v {
 	case verdictApply, verdictApplyHead:
 		if f.Invalid != nil { // a head that was invalid, put back as it was
-			return p.deadLetter(ctx, log, m, "", record.Failure{Err: f.Invalid, Kind: record.KindInvalid}), record.KindInvalid
+			return p.deadLetter(ctx, log, m, "", record.Failure{Err: f.Invalid, Kind: record.KindInvalid})
 		}
 		return p.apply(ctx, log, m, f.Event)
 	case verdictInvalid:
-		return p.deadLetter(ctx, log, m, "", record.Failure{Err: f.Invalid, Kind: record.KindInvalid}), record.KindInvalid
+		return p.deadLetter(ctx, log, m, "", record.Failure{Err: f.Invalid, Kind: record.KindInvalid})
 	case verdictStale:
-		return p.stale(log, span, f, s), ""
+		return effect{out: p.stale(log, span, f, s)}
 	case verdictPark:
-		return p.park(ctx, log, m, s), ""
+		return p.park(ctx, log, m, s)
 	default: // verdictDiscard, verdictDiscarded
-		return p.discarded(log, f), ""
+		return effect{out: p.discarded(log, f)}
 	}
 }
 
-// apply applies ev, retries and dead-letters; it returns the outcome and,
-// for a dead letter, its kind.
-func (p *processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, ev acmecrm.Event) (eventOutcome, record.Kind) {
+// apply applies ev, retries and dead-letters.
+func (p *processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, ev acmecrm.Event) effect {
 	start := p.Now()
 	span := trace.SpanFromContext(ctx)
 	span.SetAttributes(telemetry.EventType(ev.EventType))
@@ -217,17 +224,17 @@ func (p *processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 	case err == nil:
 		p.Metrics.events.WithLabelValues(ev.EventType, string(outcomeApplied)).Inc()
 		log.Info().Str("event_type", ev.EventType).Int("attempts", attempts).Msg("applied")
-		return outcomeApplied, ""
+		return effect{out: outcomeApplied}
 	case ctx.Err() != nil:
 		p.Metrics.events.WithLabelValues(ev.EventType, string(outcomeAbandoned)).Inc()
 		log.Info().Int("attempts", attempts).Msg("abandoned: stopping or partition revoked; not committed")
-		return outcomeAbandoned, ""
+		return effect{out: outcomeAbandoned}
 	case errors.Is(err, errRetriesExhausted):
 		f.Kind = record.KindTransient
 	default:
 		f.Kind = record.KindPermanent
 	}
-	return p.deadLetter(ctx, log, m, ev.EventType, f), f.Kind
+	return p.deadLetter(ctx, log, m, ev.EventType, f)
 }
 
 // stale counts and reports an event older than its contact's newest.
@@ -242,19 +249,20 @@ func (p *processor) stale(log zerolog.Logger, span trace.Span, f facts, s contac
 }
 
 // park writes m to the DLQ behind its contact's head, not tried.
-func (p *processor) park(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, s contactstate.State) eventOutcome {
+func (p *processor) park(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, s contactstate.State) effect {
 	head := s.Parked.Head.EventID
 	f := record.Failure{Err: errParked(head), Kind: record.KindParked, ParkedBehind: head, FailedAt: p.Now(), Group: p.Group}
-	if err := p.DeadLetterer.DeadLetter(ctx, m, f); err != nil {
+	at, err := p.DeadLetterer.DeadLetter(ctx, m, f)
+	if err != nil {
 		log.Warn().Err(err).Msg("abandoned before the parked record was acknowledged; not committed")
-		return outcomeAbandoned
+		return effect{out: outcomeAbandoned}
 	}
 	p.Metrics.parkedEvents.Inc()
 	p.Metrics.deadLettered.WithLabelValues(string(record.KindParked)).Inc()
 	_, eventType := record.Identity(m)
 	p.Metrics.events.WithLabelValues(eventTypeLabel(eventType), string(outcomeParked)).Inc()
 	log.Warn().Str("contact_id", string(m.Key)).Str("parked_behind", head).Int("parked_records", s.Parked.Records+1).Msg("parked behind the contact's dead-lettered event")
-	return outcomeParked
+	return effect{out: outcomeParked, kind: record.KindParked, at: &at}
 }
 
 func (p *processor) discarded(log zerolog.Logger, f facts) eventOutcome {
@@ -263,18 +271,19 @@ func (p *processor) discarded(log zerolog.Logger, f facts) eventOutcome {
 	return outcomeDiscarded
 }
 
-func (p *processor) deadLetter(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, eventType string, f record.Failure) eventOutcome {
+func (p *processor) deadLetter(ctx context.Context, log zerolog.Logger, m *sarama.ConsumerMessage, eventType string, f record.Failure) effect {
 	f.FailedAt, f.Group = p.Now(), p.Group
 	eventType = eventTypeLabel(eventType)
-	if err := p.DeadLetterer.DeadLetter(ctx, m, f); err != nil {
+	at, err := p.DeadLetterer.DeadLetter(ctx, m, f)
+	if err != nil {
 		p.Metrics.events.WithLabelValues(eventType, string(outcomeAbandoned)).Inc()
 		log.Warn().Err(err).Msg("abandoned before the dead-letter record was acknowledged; not committed")
-		return outcomeAbandoned
+		return effect{out: outcomeAbandoned}
 	}
 	p.Metrics.events.WithLabelValues(eventType, string(outcomeDeadLettered)).Inc()
 	p.Metrics.deadLettered.WithLabelValues(string(f.Kind)).Inc()
 	log.Error().Err(f.Err).Str("kind", string(f.Kind)).Int("attempts", f.Attempts).Msg("dead-lettered")
-	return outcomeDeadLettered
+	return effect{out: outcomeDeadLettered, kind: f.Kind, at: &at}
 }
 
 type errParked string

@@ -14,6 +14,7 @@ import (
 
 	"github.com/acmecrm/integration-service/pkg/config"
 	"github.com/acmecrm/integration-service/pkg/contacts"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
 	"github.com/acmecrm/integration-service/pkg/record"
 )
 
@@ -47,9 +48,9 @@ func (f *fakeAPI) Delete(_ context.Context, id, key string) error {
 
 type fakeDLQ struct{ failures []record.Failure }
 
-func (f *fakeDLQ) DeadLetter(ctx context.Context, _ *sarama.ConsumerMessage, fl record.Failure) error {
+func (f *fakeDLQ) DeadLetter(ctx context.Context, _ *sarama.ConsumerMessage, fl record.Failure) (contactstate.Position, error) {
 	f.failures = append(f.failures, fl)
-	return ctx.Err()
+	return contactstate.Position{Offset: int64(len(f.failures) - 1)}, ctx.Err()
 }
 
 func newTestProcessor(api *fakeAPI, dlq *fakeDLQ) *processor {

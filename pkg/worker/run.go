@@ -140,7 +140,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	}
 	defer kafka.Close(readerClient, "reader client", log)
 	stateName := cfg.StateTopic()
-	statePartitions, fresh, err := provisionState(readerClient, cfg, log)
+	statePartitions, err := provisionState(readerClient, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -168,13 +168,9 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	defer stateProducer.Close()
 	state := &stateTopic{Store: contactstate.NewStore(), Client: readerClient, Producer: stateProducer, Topic: stateName, Partitions: statePartitions,
 		Owner: contactstate.Owner{Topic: cfg.Kafka.Topic, Group: w.GroupID}, Metrics: metrics, Log: log}
-	if fresh {
-		if err := importParked(ctx, readerClient, cfg, state, log); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("moving the parked contacts of %s (KAFKA_PARKED_TOPIC) into %s: %w", cfg.Kafka.ParkedTopic, stateName, err)
-		}
+	state.Forwarder = &publisher{Producer: stateProducer, Topic: cfg.Kafka.Topic, Failures: metrics.forwardFailures, Tracer: tracer, Log: log}
+	if cfg.Kafka.ParkedTopic != "" {
+		state.Legacy = &legacyParked{Topic: cfg.Kafka.ParkedTopic, DLQ: cfg.Kafka.DLQTopic, Owner: state.Owner}
 	}
 	api := contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight, contacts.WithTracerProvider(tracing.Provider))
 	handler := newDispatcher(&processor{
@@ -183,7 +179,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		Outage:       outage,
 		DeadLetterer: &publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Tracer: tracer, Log: log},
 		State:        state.Store,
-		Guard:        guard{Enabled: w.StaleGuard.Enabled, MaxClockSkew: w.StaleGuard.MaxClockSkew},
+		Guard:        guard{MaxClockSkew: w.StaleGuard.MaxClockSkew},
 		Group:        w.GroupID,
 		Metrics:      metrics,
 		Tracer:       tracer,
@@ -214,7 +210,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	}
 	go watchDLQ(ctx, readerClient, cfg.Kafka.DLQTopic, 30*time.Second, metrics.dlqRecords, log)
 	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).Str("state_topic", stateName).
-		Bool("stale_guard", w.StaleGuard.Enabled).Int("max_in_flight", w.MaxInFlight).Int("partition_buffer", w.PartitionBuffer).Str("ordering", w.Ordering).Msg("consuming")
+		Int("max_in_flight", w.MaxInFlight).Int("partition_buffer", w.PartitionBuffer).Str("ordering", w.Ordering).Msg("consuming")
 	// A context of its own (a new variable: the serving goroutines read ctx).
 	consuming, consumeCtx := errgroup.WithContext(ctx)
 	consuming.Go(func() error { return consume(consumeCtx, group, cfg.Kafka.Topic, handler, log) })

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -49,8 +50,13 @@ type stateTopic struct {
 	Topic      string
 	Partitions int32
 	Owner      contactstate.Owner
-	Metrics    *Metrics
-	Log        zerolog.Logger
+	// Legacy, when set, is the former parked topic, whose parked contacts
+	// of this deployment are adopted as partitions are loaded.
+	Legacy *legacyParked
+	// Forwarder writes forwarded events, again until acknowledged.
+	Forwarder *publisher
+	Metrics   *Metrics
+	Log       zerolog.Logger
 }
 
 // load rebuilds the states of the contacts of events partition p, when the
@@ -58,13 +64,28 @@ type stateTopic struct {
 // are read to their end, and the contacts whose key belongs to p kept.
 func (t *stateTopic) load(ctx context.Context, p, n int32) error {
 	start := time.Now()
+	var legacy map[string]legacyEntry
+	if t.Legacy != nil && n > 0 {
+		var err error
+		if legacy, err = t.Legacy.read(ctx, t.Client, p, n); err != nil {
+			return err
+		}
+	}
 	part := contactstate.NewPartitionState()
+	written := map[string]time.Time{} // of the contacts the former topic has too
 	sources := contactstate.Sources(p, max(n, p+1), t.Partitions)
-	st, err := contactstate.Read(ctx, t.Client, t.Topic, sources, t.Owner, func(contact string, s contactstate.State) {
+	st, err := contactstate.Read(ctx, t.Client, t.Topic, sources, t.Owner, func(contact string, s contactstate.State, at time.Time) {
 		if n == 0 || contactstate.Partition([]byte(contact), n) == p {
 			part.Put(contact, s)
+			if _, ok := legacy[contact]; ok {
+				written[contact] = at
+			}
 		}
 	})
+	if err != nil {
+		return err
+	}
+	adopted, err := t.adopt(ctx, p, part, legacy, written)
 	if err != nil {
 		return err
 	}
@@ -80,8 +101,60 @@ func (t *stateTopic) load(ctx context.Context, p, n int32) error {
 	took := time.Since(start)
 	t.Metrics.stateLoad.Observe(took.Seconds())
 	t.Log.Info().Int32("partition", p).Ints32("state_partitions", sources).Int("records", st.Records).Int("contacts", part.Len()).
-		Int("parked", part.Parked()).Int("foreign", st.Foreign).Int("unreadable", st.Skipped).Dur("took", took).Msg("contacts' states loaded")
+		Int("parked", part.Parked()).Int("foreign", st.Foreign).Int("unreadable", st.Skipped).Int("adopted_from_former_parked_topic", adopted).
+		Dur("took", took).Msg("contacts' states loaded")
 	return nil
+}
+
+// adopt takes into part the parked contacts of the former topic (legacy)
+// that belong to this deployment and that part does not know, or knows
+// from a record older than theirs (written); it writes their states, then
+// tombstones every former record of this deployment's it saw. It returns
+// how many it adopted.
+func (t *stateTopic) adopt(ctx context.Context, p int32, part *contactstate.PartitionState, legacy map[string]legacyEntry, written map[string]time.Time) (int, error) {
+	heads := map[string]string{}
+	for c, e := range legacy {
+		if e.state.IsParked() {
+			heads[c] = e.state.Parked.Head.EventID
+		}
+	}
+	if len(heads) == 0 {
+		return 0, nil
+	}
+	ours, err := t.Legacy.ours(ctx, t.Client, heads)
+	if err != nil {
+		return 0, err
+	}
+	var adopted []string
+	var tombstones []*sarama.ProducerMessage
+	for c := range heads {
+		if !ours[c] {
+			continue // another deployment's
+		}
+		e := legacy[c]
+		if at, known := written[c]; !known || at.Before(e.written) {
+			s := part.Get(c)
+			s.Parked = e.state.Parked
+			for _, d := range e.state.Discarded {
+				s.Discard(d)
+			}
+			part.Put(c, s)
+			adopted = append(adopted, c)
+		}
+		tombstones = append(tombstones, contactstate.Message(t.Legacy.Topic, e.partition, t.Owner, c, contactstate.State{}))
+	}
+	t.Store.Install(p, part) // write reads the states from the store
+	if err := t.write(ctx, p, adopted); err != nil {
+		return 0, err
+	}
+	if err := t.Producer.EnqueueAll(ctx, tombstones); err != nil {
+		return 0, fmt.Errorf("tombstoning the adopted records of %s: %w", t.Legacy.Topic, err)
+	}
+	if len(adopted) > 0 {
+		t.Log.Warn().Int32("partition", p).Str("from", t.Legacy.Topic).Int("adopted", len(adopted)).Int("tombstoned", len(tombstones)).
+			Msg("parked contacts adopted from the former parked topic (another deployment's left alone)")
+	}
+	return len(adopted), nil
 }
 
 // drop forgets events partition p's states (revoked).
@@ -101,10 +174,11 @@ func (t *stateTopic) write(ctx context.Context, p int32, contacts []string) erro
 	return t.Producer.EnqueueAll(ctx, msgs)
 }
 
-// forward writes m, unchanged, to partition to of its topic.
+// forward writes m, unchanged, to partition to of its topic, again until
+// it is acknowledged or ctx ends.
 func (t *stateTopic) forward(ctx context.Context, m *sarama.ConsumerMessage, to int32) error {
-	out := record.Forward(m, to)
-	return t.Producer.EnqueueAll(ctx, []*sarama.ProducerMessage{out})
+	_, err := t.Forwarder.Publish(ctx, m, func() *sarama.ProducerMessage { return record.Forward(m, to) })
+	return err
 }
 
 // flushInterval is how long changed states may wait to be written together;
@@ -115,8 +189,10 @@ const (
 	flushInterval = 100 * time.Millisecond
 	flushBatch    = 512
 	// stateWriteTimeout bounds one write, which a stop does not cut short:
-	// once it is acknowledged, the partition's next owner reads it.
-	stateWriteTimeout = 15 * time.Second
+	// once it is acknowledged, the partition's next owner reads it. (A
+	// write given up on may still land later, after the next owner's own:
+	// docs/worker.md, "The state topic".)
+	stateWriteTimeout = 30 * time.Second
 )
 
 // stateFlush writes one partition's changed states to the state topic, one

@@ -49,6 +49,7 @@ type sent struct {
 func (s *sent) Enqueue(_ context.Context, m *sarama.ProducerMessage) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	m.Offset = int64(len(s.msgs)) // as sarama sets it once acknowledged
 	s.msgs = append(s.msgs, m)
 	return nil
 }
@@ -82,7 +83,7 @@ func newParkingRig() *parkingRig {
 	r.p.API = r.api
 	r.p.DeadLetterer = &publisher{Producer: r.dlq, Topic: "contact-events-dlq", Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})}
 	r.p.State = r.store
-	r.p.Guard = guard{Enabled: true, MaxClockSkew: time.Hour}
+	r.p.Guard = guard{MaxClockSkew: time.Hour}
 	return r
 }
 
@@ -91,8 +92,8 @@ func newParkingRig() *parkingRig {
 var stamps sync.Map
 
 // record returns contact's record of id, timestamped a minute after the
-// previous new id; replays > 0 makes it a replayed copy, discard a discard
-// record.
+// previous new id; replays > 0 makes it a copy put back by a release that
+// read the whole DLQ as it is now, discard a discard record.
 func (r *parkingRig) record(contact, id string, replays int, discard bool) *sarama.ConsumerMessage {
 	r.offset++
 	stamp, seen := stamps.Load(contact + "/" + id)
@@ -111,7 +112,8 @@ func (r *parkingRig) at(contact, id, stamp string, replays int, discard bool) *s
 	m := &sarama.ConsumerMessage{Topic: "contact-events", Partition: 3, Offset: r.offset, Key: []byte(contact), Value: []byte(v),
 		Headers: []*sarama.RecordHeader{{Key: []byte(record.HeaderID), Value: []byte(id)}}}
 	if replays > 0 {
-		m.Headers = append(m.Headers, &sarama.RecordHeader{Key: []byte(record.HeaderDLQReplayCount), Value: []byte(strconv.Itoa(replays))})
+		m.Headers = append(m.Headers, &sarama.RecordHeader{Key: []byte(record.HeaderDLQReplayCount), Value: []byte(strconv.Itoa(replays))},
+			&sarama.RecordHeader{Key: []byte(record.HeaderDLQReleaseThrough), Value: []byte(fmt.Sprintf("0:%d", len(r.dlq.msgs)))})
 	}
 	if discard {
 		m.Headers = append(m.Headers, &sarama.RecordHeader{Key: []byte(record.HeaderDLQDiscard), Value: []byte("true")})
@@ -295,9 +297,8 @@ func TestParkingLiveEventDuringRelease(t *testing.T) {
 }
 
 // The replayed head delivered again after it was applied (a crash before
-// the commit) is applied again, harmlessly (the same snapshot, the same
-// Idempotency-Key); older DLQ copies replayed by a later routine run are
-// stale and park nothing.
+// the commit) is a copy of the newest: stale, not applied again; older DLQ
+// copies replayed by a later routine run are stale and park nothing.
 func TestParkingReleasedCopiesAreStale(t *testing.T) {
 	r := newParkingRig()
 	r.api.reject["x"] = true
@@ -305,13 +306,13 @@ func TestParkingReleasedCopiesAreStale(t *testing.T) {
 	r.process(t, "x", "e2", 0, false, outcomeParked)
 	r.api.reject["x"] = false
 	r.process(t, "x", "e1", 1, false, outcomeApplied)
-	r.process(t, "x", "e1", 1, false, outcomeApplied) // delivered again
+	r.process(t, "x", "e1", 1, false, outcomeStale) // delivered again
 	r.process(t, "x", "e2", 1, false, outcomeApplied)
 	r.process(t, "x", "e3", 0, false, outcomeApplied)
 	r.process(t, "x", "e1", 1, false, outcomeStale) // a routine replay of the old copies
 	r.process(t, "x", "e2", 2, false, outcomeStale)
-	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e1 e2 e3]" {
-		t.Errorf("applied %s, want [e1 e1 e2 e3] and nothing older after e3", got)
+	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e2 e3]" {
+		t.Errorf("applied %s, want [e1 e2 e3] and nothing older after e3", got)
 	}
 	if r.head("x") != "" {
 		t.Errorf("parked behind %s", r.head("x"))
@@ -346,12 +347,6 @@ func TestStaleGuard(t *testing.T) {
 	if got := len(r.dlq.msgs); got != 0 {
 		t.Errorf("%d dead letters, want none: a stale event is never dead-lettered", got)
 	}
-	// Off: arrival order.
-	r.p.Guard.Enabled = false
-	r.processRecord(t, r.at("x", "e1", "2025-05-17T17:01:00Z", 0, false), outcomeApplied)
-	if got := fmt.Sprint(r.api.applied["x"]); got != "[e3 e1]" {
-		t.Errorf("guard off: x applied %s, want [e3 e1]", got)
-	}
 }
 
 // An event dated beyond the clock skew allowed ahead of its arrival is
@@ -368,4 +363,45 @@ func TestStaleGuardRefusesTheFuture(t *testing.T) {
 	ok := r.at("y", "e-skewed", arrival.Add(30*time.Minute).Format(time.RFC3339), 0, false)
 	ok.Headers = append(ok.Headers, &sarama.RecordHeader{Key: []byte(record.HeaderReceivedAt), Value: []byte(arrival.Format(time.RFC3339Nano))})
 	r.processRecord(t, ok, outcomeApplied)
+}
+
+// An event of a parked contact parked while a release was reading the DLQ
+// (after the point the release read to) was not put back by it: the head
+// comes back and is applied, but the contact stays parked, so the next
+// release puts that event back — it is never lost behind an applied head.
+func TestParkingEventParkedDuringTheRelease(t *testing.T) {
+	r := newParkingRig()
+	r.api.reject["x"] = true
+	r.process(t, "x", "e1", 0, false, outcomeDeadLettered)
+	r.process(t, "x", "e2", 0, false, outcomeParked)
+	through := len(r.dlq.msgs)                       // the release reads the DLQ up to here...
+	r.process(t, "x", "e3", 0, false, outcomeParked) // ...while e3 is parked
+	r.api.reject["x"] = false
+	putBack := func(id string) *sarama.ConsumerMessage {
+		m := r.record("x", id, 1, false)
+		for _, h := range m.Headers {
+			if string(h.Key) == record.HeaderDLQReleaseThrough {
+				h.Value = []byte(fmt.Sprintf("0:%d", through))
+			}
+		}
+		return m
+	}
+	r.processRecord(t, putBack("e1"), outcomeApplied)
+	if r.head("x") != "e1" {
+		t.Fatalf("head %q after a release that missed e3, want x still parked behind e1", r.head("x"))
+	}
+	r.processRecord(t, putBack("e2"), outcomeParked) // waits, in order, for the next release
+	// The next release reads the whole DLQ: e1, e2 and e3, in order.
+	r.process(t, "x", "e1", 2, false, outcomeApplied)
+	if r.head("x") != "" {
+		t.Fatalf("still parked behind %s after a release that read every record", r.head("x"))
+	}
+	r.process(t, "x", "e2", 2, false, outcomeApplied)
+	r.process(t, "x", "e3", 1, false, outcomeApplied)
+	if got := fmt.Sprint(r.api.applied["x"]); got != "[e1 e1 e2 e3]" {
+		t.Errorf("applied %s, want e1 (twice: once per release), e2, e3", got)
+	}
+	if s := r.store.Get(3, "x"); s.Newest.EventID != "e3" {
+		t.Errorf("x's newest %q, want e3", s.Newest.EventID)
+	}
 }

@@ -42,7 +42,7 @@ func BenchmarkStateRebuild(b *testing.B) {
 		b.StartTimer()
 		start := time.Now()
 		part := contactstate.NewPartitionState()
-		st, err := contactstate.Read(context.Background(), client, topic, []int32{0}, owner, part.Put)
+		st, err := contactstate.Read(context.Background(), client, topic, []int32{0}, owner, func(c string, s contactstate.State, _ time.Time) { part.Put(c, s) })
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -77,47 +77,48 @@ func reportOrder(b *testing.B, api *standin.Server, contactsN, perContact int) {
 
 // BenchmarkWorkerLatencyBound: 20,000 contact.updated events over 2,000
 // contacts on 6 partitions, the API answering in 5 ms; replicas members of
-// one group (in this process), each allowed maxInFlight calls at once. The
-// default line also runs with the stale-event guard off (no state kept or
-// written for applied events), its reference.
+// one group (in this process), each allowed maxInFlight calls at once. With
+// BENCH_WORKER_BINS, the default line runs each binary given (this tree's
+// and a baseline revision's, as processes) instead: the reference of the
+// same run.
 func BenchmarkWorkerLatencyBound(b *testing.B) {
 	for _, ordering := range []string{"key", "partition"} {
-		for _, tc := range []struct {
-			replicas, maxInFlight int
-			guardOff              bool
-		}{{1, 256, false}, {1, 256, true}, {1, 16, false}, {3, 16, false}} {
-			name := fmt.Sprintf("ordering=%s/replicas=%d/max_in_flight=%d", ordering, tc.replicas, tc.maxInFlight)
-			if tc.guardOff {
-				if ordering != "key" {
-					continue
-				}
-				name += "/guard=off"
+		for _, tc := range []struct{ replicas, maxInFlight int }{{1, 256}, {1, 16}, {3, 16}} {
+			workers := []benchWorker{{}}
+			if ordering == "key" && tc.replicas == 1 && tc.maxInFlight == 256 {
+				workers = benchWorkers()
 			}
-			b.Run(name, func(b *testing.B) {
-				const n, contactsN, perContact, partitions = 20000, 2000, 10, 6
-				for i := 0; i < b.N; i++ {
-					b.StopTimer()
-					api, url, topics := benchSetup(b, partitions)
-					env := workerEnv(topics, url, map[string]string{"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": fmt.Sprint(partitions),
-						"WORKER_ORDERING": ordering, "WORKER_MAX_IN_FLIGHT": fmt.Sprint(tc.maxInFlight), "WORKER_STALE_GUARD_ENABLED": fmt.Sprint(!tc.guardOff)})
-					for r := 0; r < tc.replicas; r++ {
-						startWorker(b, env)
-					}
-					waitMembers(b, topics["WORKER_GROUP_ID"], tc.replicas)
-					// The members join first (no rebalance during the run); the
-					// records are built before, so that only sending them shares
-					// the cores with the workers.
-					msgs, _ := interleaved(b, topics["KAFKA_TOPIC"], contactsN, perContact, "c")
-					p := newProducer(b)
-					b.StartTimer()
-					sendAll(b, p, msgs)
-					eventually(b, 5*time.Minute, "every event applied", func() bool { return appliedCount(api) >= n })
-					b.StopTimer()
-					applyRate(b, api, n)
-					b.ReportMetric(float64(api.CallCount())/n, "calls/event")
-					reportOrder(b, api, contactsN, perContact)
+			for _, w := range workers {
+				name := fmt.Sprintf("ordering=%s/replicas=%d/max_in_flight=%d", ordering, tc.replicas, tc.maxInFlight)
+				if w.name != "" {
+					name += "/worker=" + w.name
 				}
-			})
+				b.Run(name, func(b *testing.B) {
+					const n, contactsN, perContact, partitions = 20000, 2000, 10, 6
+					for i := 0; i < b.N; i++ {
+						b.StopTimer()
+						api, url, topics := benchSetup(b, partitions)
+						env := workerEnv(topics, url, map[string]string{"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": fmt.Sprint(partitions),
+							"WORKER_ORDERING": ordering, "WORKER_MAX_IN_FLIGHT": fmt.Sprint(tc.maxInFlight)})
+						for r := 0; r < tc.replicas; r++ {
+							w.start(b, env)
+						}
+						waitMembers(b, topics["WORKER_GROUP_ID"], tc.replicas)
+						// The members join first (no rebalance during the run); the
+						// records are built before, so that only sending them shares
+						// the cores with the workers.
+						msgs, _ := interleaved(b, topics["KAFKA_TOPIC"], contactsN, perContact, "c")
+						p := newProducer(b)
+						b.StartTimer()
+						sendAll(b, p, msgs)
+						eventually(b, 5*time.Minute, "every event applied", func() bool { return appliedCount(api) >= n })
+						b.StopTimer()
+						applyRate(b, api, n)
+						b.ReportMetric(float64(api.CallCount())/n, "calls/event")
+						reportOrder(b, api, contactsN, perContact)
+					}
+				})
+			}
 		}
 	}
 }

@@ -8,9 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,6 +208,76 @@ func merge(ms ...map[string]string) map[string]string {
 		for k, v := range m {
 			out[k] = v
 		}
+	}
+	return out
+}
+
+// startWorkerProcess runs a built contact-worker binary (another
+// revision's, for a benchmark's reference line) with env, until the test
+// ends or stop is called (SIGTERM), and waits until its /readyz answers.
+func startWorkerProcess(t testing.TB, path string, env map[string]string) *binary {
+	t.Helper()
+	addr := freeAddr(t)
+	full := merge(map[string]string{"KAFKA_BROKERS": brokers, "LOG_LEVEL": "debug", "WORKER_HTTP_ADDR": addr}, env)
+	cmd := exec.Command(path)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range full {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", path, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &binary{name: filepath.Base(path), addr: addr, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			b.done <- <-exited
+		case err := <-exited:
+			b.done <- err
+		}
+	}()
+	t.Cleanup(func() {
+		b.stop(t)
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", b.name, logs.String())
+		}
+	})
+	waitStatus(t, "http://"+addr+"/readyz", http.StatusOK, 60*time.Second, b)
+	return b
+}
+
+// benchWorker starts one worker for a benchmark: in this process, or as
+// the binary path when one is given.
+type benchWorker struct {
+	name string // empty for the worker of this tree, in this process
+	path string
+}
+
+func (w benchWorker) start(b testing.TB, env map[string]string) *binary {
+	if w.path == "" {
+		return startWorker(b, env)
+	}
+	return startWorkerProcess(b, w.path, env)
+}
+
+// benchWorkers are the workers a benchmark's reference lines compare:
+// BENCH_WORKER_BINS="current=PATH,baseline=PATH" (scripts/bench-worker.sh
+// with BASELINE_REV builds them), else this tree's, in this process.
+func benchWorkers() []benchWorker {
+	v := os.Getenv("BENCH_WORKER_BINS")
+	if v == "" {
+		return []benchWorker{{}}
+	}
+	var out []benchWorker
+	for _, part := range strings.Split(v, ",") {
+		name, path, _ := strings.Cut(part, "=")
+		out = append(out, benchWorker{name: name, path: path})
 	}
 	return out
 }
