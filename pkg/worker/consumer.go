@@ -178,7 +178,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		}
 		wmLag.Set(float64(wm.next - off))
 		lag.Set(float64(claim.HighWaterMarkOffset() - off))
-		buffered.Set(float64(wm.pending()))
+		buffered.Set(float64(wm.pending() - flush.count()))
 	}
 	// markMetadata records the finished records above the watermark with
 	// it; ResetOffset, as MarkOffset changes nothing at the same offset.
@@ -219,7 +219,9 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			slot = h.slots
 		}
 		switch {
-		case stopping || wm.pending() >= h.buffer:
+		// Events finished but for their contact's state record hold no
+		// record (only their offset): they do not count against the buffer.
+		case stopping || wm.pending()-flush.count() >= h.buffer:
 		case h.outage != nil && h.outage.Out() && running > 0:
 			// During an outage the events in flight probe the API; with none
 			// (a new session after a rebalance) one record is taken, so a

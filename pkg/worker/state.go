@@ -186,8 +186,8 @@ func (t *stateTopic) forward(ctx context.Context, m *sarama.ConsumerMessage, to 
 // contact's state changed is finished (its offset committable) once the
 // write that carries the state is acknowledged.
 const (
-	flushInterval = 100 * time.Millisecond
-	flushBatch    = 512
+	flushInterval = time.Second
+	flushBatch    = 4096
 	// stateWriteTimeout bounds one write, which a stop does not cut short:
 	// once it is acknowledged, the partition's next owner reads it. (A
 	// write given up on may still land later, after the next owner's own:
@@ -239,6 +239,14 @@ func (f *stateFlush) due(stopping, tick bool) bool {
 		return true
 	}
 	return !time.Now().Before(f.retryAt) && (tick || len(f.waiting) >= flushBatch)
+}
+
+// count returns how many events wait for a write (or for the one in flight).
+func (f *stateFlush) count() int {
+	if f == nil {
+		return 0
+	}
+	return len(f.waiting) + len(f.inflight)
 }
 
 // idle reports whether no write is in flight and none will be tried.

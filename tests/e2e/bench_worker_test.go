@@ -77,24 +77,34 @@ func reportOrder(b *testing.B, api *standin.Server, contactsN, perContact int) {
 
 // BenchmarkWorkerLatencyBound: 20,000 contact.updated events over 2,000
 // contacts on 6 partitions, the API answering in 5 ms; replicas members of
-// one group (in this process), each allowed maxInFlight calls at once. With
-// BENCH_WORKER_BINS, the default line runs each binary given (this tree's
+// one group (in this process), each allowed maxInFlight calls at once. The
+// default line also runs with 20,000 contacts of one event each
+// (distinct_contacts: no contact's state written twice in a flush). With
+// BENCH_WORKER_BINS, the default lines run each binary given (this tree's
 // and a baseline revision's, as processes) instead: the reference of the
 // same run.
 func BenchmarkWorkerLatencyBound(b *testing.B) {
+	type config struct {
+		replicas, maxInFlight, contactsN, perContact int
+		suffix                                       string
+	}
 	for _, ordering := range []string{"key", "partition"} {
-		for _, tc := range []struct{ replicas, maxInFlight int }{{1, 256}, {1, 16}, {3, 16}} {
+		for _, tc := range []config{{1, 256, 2000, 10, ""}, {1, 256, 20000, 1, "/distinct_contacts"}, {1, 16, 2000, 10, ""}, {3, 16, 2000, 10, ""}} {
+			if tc.suffix != "" && ordering != "key" {
+				continue
+			}
 			workers := []benchWorker{{}}
 			if ordering == "key" && tc.replicas == 1 && tc.maxInFlight == 256 {
 				workers = benchWorkers()
 			}
 			for _, w := range workers {
-				name := fmt.Sprintf("ordering=%s/replicas=%d/max_in_flight=%d", ordering, tc.replicas, tc.maxInFlight)
+				name := fmt.Sprintf("ordering=%s/replicas=%d/max_in_flight=%d%s", ordering, tc.replicas, tc.maxInFlight, tc.suffix)
 				if w.name != "" {
 					name += "/worker=" + w.name
 				}
 				b.Run(name, func(b *testing.B) {
-					const n, contactsN, perContact, partitions = 20000, 2000, 10, 6
+					const partitions = 6
+					n := tc.contactsN * tc.perContact
 					for i := 0; i < b.N; i++ {
 						b.StopTimer()
 						api, url, topics := benchSetup(b, partitions)
@@ -107,15 +117,15 @@ func BenchmarkWorkerLatencyBound(b *testing.B) {
 						// The members join first (no rebalance during the run); the
 						// records are built before, so that only sending them shares
 						// the cores with the workers.
-						msgs, _ := interleaved(b, topics["KAFKA_TOPIC"], contactsN, perContact, "c")
+						msgs, _ := interleaved(b, topics["KAFKA_TOPIC"], tc.contactsN, tc.perContact, "c")
 						p := newProducer(b)
 						b.StartTimer()
 						sendAll(b, p, msgs)
 						eventually(b, 5*time.Minute, "every event applied", func() bool { return appliedCount(api) >= n })
 						b.StopTimer()
 						applyRate(b, api, n)
-						b.ReportMetric(float64(api.CallCount())/n, "calls/event")
-						reportOrder(b, api, contactsN, perContact)
+						b.ReportMetric(float64(api.CallCount())/float64(n), "calls/event")
+						reportOrder(b, api, tc.contactsN, tc.perContact)
 					}
 				})
 			}
