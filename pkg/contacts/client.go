@@ -56,8 +56,12 @@ func NewClient(baseURL, token string, timeout time.Duration, conns int, opts ...
 	return &Client{
 		base:  strings.TrimRight(baseURL, "/"),
 		token: token,
-		http:  &http.Client{Timeout: timeout, Transport: traced},
-		now:   time.Now,
+		http: &http.Client{Timeout: timeout, Transport: traced,
+			// A 3xx is never followed: Go's client would turn a PUT into a
+			// GET and call its 200 a success. It is answered as it is
+			// (CauseRedirected).
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		now: time.Now,
 	}
 }
 
@@ -65,17 +69,19 @@ func NewClient(baseURL, token string, timeout time.Duration, conns int, opts ...
 func (c *Client) Put(ctx context.Context, contact Contact, idempotencyKey string) error {
 	body, err := json.Marshal(contact)
 	if err != nil {
-		return &PermanentError{Err: fmt.Errorf("encoding contact: %w", err)}
+		return &PermanentError{Cause: CauseRejected, Err: fmt.Errorf("encoding contact: %w", err)}
 	}
 	_, err = c.do(ctx, http.MethodPut, contact.AcmeContactID, idempotencyKey, body)
 	return err
 }
 
-// Delete deletes the contact; a contact that does not exist is already deleted.
+// Delete deletes the contact. An answer of 404 or 410 returns ErrGone: the
+// contact is not there, which is done for a delete when the base URL is
+// right (the caller decides).
 func (c *Client) Delete(ctx context.Context, contactID, idempotencyKey string) error {
 	status, err := c.do(ctx, http.MethodDelete, contactID, idempotencyKey, nil)
-	if status == http.StatusNotFound {
-		return nil
+	if status == http.StatusNotFound || status == http.StatusGone {
+		return ErrGone
 	}
 	return err
 }
@@ -86,7 +92,7 @@ func (c *Client) do(ctx context.Context, method, contactID, idempotencyKey strin
 	u := c.base + "/contacts/" + url.PathEscape(contactID)
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
-		return 0, &PermanentError{Err: fmt.Errorf("building request: %w", err)}
+		return 0, &PermanentError{Cause: CauseRejected, Err: fmt.Errorf("building request: %w", err)}
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -102,7 +108,7 @@ func (c *Client) do(ctx context.Context, method, contactID, idempotencyKey strin
 			return 0, ctx.Err() // stopping: neither transient nor permanent
 		}
 		// Refused, reset, timed out: the network is worth another try.
-		return 0, &TransientError{Err: err}
+		return 0, &TransientError{Cause: CauseUnavailable, Err: err}
 	}
 	defer resp.Body.Close()
 	// Read a bounded part of the body: enough for an error message, and the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,35 +30,46 @@ func TestFromEvent(t *testing.T) {
 	}
 }
 
+// The classification table: every status a call can meet, and what it is.
 func TestClassification(t *testing.T) {
 	tests := []struct {
 		status         int
 		retryAfter     string
+		location       string
 		wantTransient  bool
 		wantPermanent  bool
+		wantCause      Cause
 		wantRetryAfter time.Duration
 	}{
-		{200, "", false, false, 0},
-		{201, "", false, false, 0},
-		{204, "", false, false, 0},
-		{400, "", false, true, 0},
-		{401, "", false, true, 0},
-		{403, "", false, true, 0},
-		{404, "", false, true, 0},
-		{409, "", false, true, 0},
-		{422, "", false, true, 0},
-		{408, "", true, false, 0},
-		{425, "", true, false, 0},
-		{429, "7", true, false, 7 * time.Second},
-		{500, "", true, false, 0},
-		{502, "", true, false, 0},
-		{503, "2", true, false, 2 * time.Second},
-		{504, "soon", true, false, 0},
+		{200, "", "", false, false, "", 0},
+		{201, "", "", false, false, "", 0},
+		{204, "", "", false, false, "", 0},
+		{301, "", "https://contacts.example/api/contacts/1", false, true, CauseRedirected, 0},
+		{302, "", "/elsewhere", false, true, CauseRedirected, 0},
+		{307, "", "https://contacts.example/api/contacts/1", false, true, CauseRedirected, 0},
+		{308, "", "https://contacts.example/api/contacts/1", false, true, CauseRedirected, 0},
+		{400, "", "", false, true, CauseRejected, 0},
+		{401, "", "", false, true, CauseCredentials, 0},
+		{403, "", "", false, true, CauseCredentials, 0},
+		{404, "", "", false, true, CauseNotFound, 0},
+		{409, "", "", false, true, CauseRejected, 0},
+		{410, "", "", false, true, CauseNotFound, 0},
+		{422, "", "", false, true, CauseRejected, 0},
+		{408, "", "", true, false, CauseUnavailable, 0},
+		{425, "", "", true, false, CauseUnavailable, 0},
+		{429, "7", "", true, false, CauseRateLimited, 7 * time.Second},
+		{500, "", "", true, false, CauseUnavailable, 0},
+		{502, "", "", true, false, CauseUnavailable, 0},
+		{503, "2", "", true, false, CauseUnavailable, 2 * time.Second},
+		{504, "soon", "", true, false, CauseUnavailable, 0},
 	}
 	for _, tt := range tests {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if tt.retryAfter != "" {
 				w.Header().Set("Retry-After", tt.retryAfter)
+			}
+			if tt.location != "" {
+				w.Header().Set("Location", tt.location)
 			}
 			w.WriteHeader(tt.status)
 			io.WriteString(w, "nope")
@@ -72,12 +84,41 @@ func TestClassification(t *testing.T) {
 		if got := errors.As(err, &pe); got != tt.wantPermanent {
 			t.Errorf("%d: permanent %v (%v), want %v", tt.status, got, err, tt.wantPermanent)
 		}
+		if got := CauseOf(err); got != tt.wantCause {
+			t.Errorf("%d: cause %q, want %q", tt.status, got, tt.wantCause)
+		}
 		if got := RetryAfterOf(err); got != tt.wantRetryAfter {
 			t.Errorf("%d: Retry-After %v, want %v", tt.status, got, tt.wantRetryAfter)
 		}
-		if tt.status >= 400 && (te != nil && te.Status != tt.status || pe != nil && pe.Status != tt.status) {
+		if tt.status >= 300 && (te != nil && te.Status != tt.status || pe != nil && pe.Status != tt.status) {
 			t.Errorf("%d: error carries the wrong status: %v", tt.status, err)
 		}
+		if tt.location != "" && (pe == nil || pe.Location != tt.location || !strings.Contains(err.Error(), tt.location)) {
+			t.Errorf("%d: %v does not name where it redirects (%s)", tt.status, err, tt.location)
+		}
+	}
+}
+
+// A redirect is never followed: not even a 307 to the same origin, which
+// keeps the method (an HTTP to HTTPS redirect or a moved API is this
+// service's configuration to fix, not something to work around per call).
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	var calls []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls = append(calls, r.Method+" "+r.URL.Path)
+		if r.URL.Path == "/contacts/1" {
+			http.Redirect(w, r, "/moved/contacts/1", http.StatusMovedPermanently)
+			return
+		}
+		w.WriteHeader(http.StatusOK) // what a followed PUT, turned into a GET, would find
+	}))
+	defer srv.Close()
+	err := NewClient(srv.URL, "", time.Second, 0).Put(context.Background(), Contact{AcmeContactID: "1"}, "evt_1")
+	if CauseOf(err) != CauseRedirected {
+		t.Fatalf("PUT redirected: %v, want CauseRedirected", err)
+	}
+	if len(calls) != 1 {
+		t.Errorf("calls %v, want the PUT alone", calls)
 	}
 }
 
@@ -98,7 +139,7 @@ func TestRequests(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		calls <- call{r.Method, r.URL.EscapedPath(), r.Header.Get("Idempotency-Key"), r.Header.Get("Authorization"), r.Header.Get("Content-Type"), string(b)}
 		if r.Method == http.MethodDelete {
-			w.WriteHeader(http.StatusNotFound) // already gone: counts as done
+			w.WriteHeader(http.StatusNotFound) // already gone, or a wrong base URL: the caller decides
 			return
 		}
 		w.WriteHeader(http.StatusOK)
@@ -109,8 +150,8 @@ func TestRequests(t *testing.T) {
 	if err := c.Put(context.Background(), Contact{AcmeContactID: "a/b", FirstName: "J", SourceUpdatedAt: ts}, "evt_put"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Delete(context.Background(), "a/b", "evt_del"); err != nil {
-		t.Fatalf("DELETE answered 404: got %v, want nil", err)
+	if err := c.Delete(context.Background(), "a/b", "evt_del"); !errors.Is(err, ErrGone) || CauseOf(err) != CauseNotFound {
+		t.Fatalf("DELETE answered 404: got %v, want ErrGone", err)
 	}
 	put, del := <-calls, <-calls
 	wantPut := call{"PUT", "/contacts/a%2Fb", "evt_put", "Bearer t0ken", "application/json",
