@@ -36,6 +36,15 @@ type WorkerFleet struct {
 	// finished (waiting for their contact, or being applied); at the bound
 	// the partition is not read further (back-pressure).
 	PartitionBuffer int `mapstructure:"partition_buffer"`
+	// PartitionBufferBytes bounds the same records' size (keys, values,
+	// headers): whichever bound is reached first stops the reading, so a
+	// worker's memory is at most partitions held × this.
+	PartitionBufferBytes int `mapstructure:"partition_buffer_bytes"`
+	// MaxCallsPerSecond caps the calls to the Contacts API this process
+	// makes per second (0: no cap).
+	MaxCallsPerSecond float64 `mapstructure:"max_calls_per_second"`
+	// RateLimit is what the worker does when the API asks it to slow down.
+	RateLimit RateLimit `mapstructure:"rate_limit"`
 	// Ordering is what must be applied one after another: "key" (each
 	// contact's events, different contacts concurrently) or "partition"
 	// (every event of a partition, one at a time).
@@ -70,19 +79,26 @@ const (
 	OrderingPartition = "partition"
 )
 
-// Outage decides when transient failures are widespread enough to be an
-// outage of the Contacts API rather than a problem of some contacts: within
-// Window, at least MinCalls calls were made, at least FailureRatio of them
-// failed transiently, and the failures touched at least MinContacts
-// contacts. During an outage no new records are taken, nothing is
-// dead-lettered for running out of retry time, and one call per
-// ProbeInterval tests the API; the first call it answers ends the outage.
+// RateLimit is how the worker slows down when the Contacts API asks
+// (429, or 503 with Retry-After).
+type RateLimit struct {
+	// MaxPause caps the pause of every call a Retry-After asks for.
+	MaxPause time.Duration `mapstructure:"max_pause"`
+}
+
+// Outage decides when failures are a fault of the Contacts API as a whole
+// (or of this service's configuration) rather than of some contacts:
+// among the contacts called within Window (their latest answer each, so
+// the retries of a few weigh like one each), at least MinContacts failed
+// in a way such a fault produces (no answer, 5xx, 429, 401/403, a
+// redirect, a 404 to a PUT) and they are at least FailureRatio of them.
+// During a fault no new records are taken, nothing is dead-lettered, and
+// one call per ProbeInterval tests the API; the first one answered as
+// working ends it.
 type Outage struct {
-	// Window is how far back calls are counted.
+	// Window is how far back contacts' answers are counted.
 	Window time.Duration `mapstructure:"window"`
-	// MinCalls is the fewest calls in the window that can make an outage.
-	MinCalls int `mapstructure:"min_calls"`
-	// FailureRatio is the share of transient failures (0 to 1) that makes one.
+	// FailureRatio is the share of failing contacts (0 to 1) that makes one.
 	FailureRatio float64 `mapstructure:"failure_ratio"`
 	// MinContacts is the fewest distinct failing contacts that make one.
 	MinContacts int `mapstructure:"min_contacts"`
@@ -170,11 +186,13 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.retry.max_elapsed_time", Kind: Duration, Usage: "retry budget of one event before it is dead-lettered"},
 	Setting{Key: "worker.max_in_flight", Kind: Int, Usage: "events applied at once by this process, across its partitions"},
 	Setting{Key: "worker.partition_buffer", Kind: Int, Usage: "records of one partition read but not finished before it is no longer read (back-pressure)"},
+	Setting{Key: "worker.partition_buffer_bytes", Kind: Int, Usage: "bytes of those records (keys, values, headers) before it is no longer read"},
+	Setting{Key: "worker.max_calls_per_second", Kind: Float, Usage: "calls to the Contacts API per second at most, this process (0: no cap)"},
+	Setting{Key: "worker.rate_limit.max_pause", Kind: Duration, Usage: "longest pause of every call a Retry-After (429, 503) asks for"},
 	Setting{Key: "worker.ordering", Kind: String, Usage: "what is applied one at a time: key (each contact; contacts concurrently) or partition"},
-	Setting{Key: "worker.outage.window", Kind: Duration, Usage: "outage detection: how far back Contacts API calls are counted"},
-	Setting{Key: "worker.outage.min_calls", Kind: Int, Usage: "outage detection: fewest calls in the window that can make an outage"},
-	Setting{Key: "worker.outage.failure_ratio", Kind: Float, Usage: "outage detection: share of calls failing transiently (0-1) that makes an outage"},
-	Setting{Key: "worker.outage.min_contacts", Kind: Int, Usage: "outage detection: fewest distinct failing contacts that make an outage"},
+	Setting{Key: "worker.outage.window", Kind: Duration, Usage: "API fault detection: how far back the contacts' answers are counted"},
+	Setting{Key: "worker.outage.failure_ratio", Kind: Float, Usage: "API fault detection: share of the contacts called (0-1) failing that makes a fault of the API"},
+	Setting{Key: "worker.outage.min_contacts", Kind: Int, Usage: "API fault detection: fewest distinct failing contacts that make a fault of the API"},
 	Setting{Key: "worker.outage.probe_interval", Kind: Duration, Usage: "during an outage, one Contacts API call per this interval tests it"},
 	Setting{Key: "worker.stale_guard.horizon", Kind: Duration, Usage: "how long a contact's state is kept after its last change (the state topic's retention.ms); at least the DLQ's retention"},
 	Setting{Key: "worker.stale_guard.max_clock_skew", Kind: Duration, Usage: "how far an event's timestamp may be ahead of its arrival; beyond, it is invalid"},
@@ -254,11 +272,14 @@ func (c Worker) validate() error {
 	if w.PartitionBuffer < 1 || w.PartitionBuffer > 1000000 {
 		return ss.Invalid("worker.partition_buffer", "%d is not between 1 and 1000000", w.PartitionBuffer)
 	}
+	if w.PartitionBufferBytes < 1<<20 {
+		return ss.Invalid("worker.partition_buffer_bytes", "%d is less than 1 MiB", w.PartitionBufferBytes)
+	}
+	if w.MaxCallsPerSecond < 0 {
+		return ss.Invalid("worker.max_calls_per_second", "%v is negative", w.MaxCallsPerSecond)
+	}
 	if w.Ordering != OrderingKey && w.Ordering != OrderingPartition {
 		return ss.Invalid("worker.ordering", "%q is not %s or %s", w.Ordering, OrderingKey, OrderingPartition)
-	}
-	if w.Outage.MinCalls < 1 {
-		return ss.Invalid("worker.outage.min_calls", "%d is less than 1", w.Outage.MinCalls)
 	}
 	if w.Outage.MinContacts < 1 {
 		return ss.Invalid("worker.outage.min_contacts", "%d is less than 1", w.Outage.MinContacts)
@@ -275,6 +296,7 @@ func (c Worker) validate() error {
 		"worker.retry.initial_interval": w.Retry.InitialInterval,
 		"worker.retry.max_interval":     w.Retry.MaxInterval, "worker.retry.max_elapsed_time": w.Retry.MaxElapsedTime,
 		"worker.outage.window": w.Outage.Window, "worker.outage.probe_interval": w.Outage.ProbeInterval,
+		"worker.rate_limit.max_pause": w.RateLimit.MaxPause,
 	})
 }
 

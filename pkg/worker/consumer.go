@@ -22,15 +22,15 @@ import (
 // dead-lettered.
 type dispatcher struct {
 	proc *processor
-	// slots bounds the events being applied at once by this process, across
-	// every partition and session.
-	slots chan struct{}
-	// buffer bounds one partition's records read and not finished.
-	buffer int
+	// buffer bounds one partition's records read and not finished, and
+	// bufferBytes their size (keys, values and headers).
+	buffer      int
+	bufferBytes int
 	// ordering is config.OrderingKey or config.OrderingPartition.
 	ordering string
-	// outage, when set, stops the reading of new records while the API is out.
-	outage *outageDetector
+	// health, when set, stops the reading of new records during a fault of
+	// the Contacts API as a whole.
+	health *apiHealth
 	// committed, when set, returns a partition's committed offset and its
 	// metadata, so that records finished above it by the partition's last
 	// owner are skipped.
@@ -54,8 +54,8 @@ type dispatcher struct {
 // finished records above the watermark) is brought up to date.
 const metadataInterval = 500 * time.Millisecond
 
-func newDispatcher(proc *processor, w config.WorkerFleet, outage *outageDetector) *dispatcher {
-	return &dispatcher{proc: proc, slots: make(chan struct{}, w.MaxInFlight), buffer: w.PartitionBuffer, ordering: w.Ordering, outage: outage}
+func newDispatcher(proc *processor, w config.WorkerFleet, health *apiHealth) *dispatcher {
+	return &dispatcher{proc: proc, buffer: w.PartitionBuffer, bufferBytes: w.PartitionBufferBytes, ordering: w.Ordering, health: health}
 }
 
 // Setup reads the events topic's partition count for the session.
@@ -91,9 +91,9 @@ func (h *dispatcher) Cleanup(s sarama.ConsumerGroupSession) error {
 type finished struct {
 	msg     *sarama.ConsumerMessage
 	outcome eventOutcome
-	// changed: the contact's state changed, so the event is finished only
-	// once the state's record is written.
-	changed bool
+	// change: whether the contact's state changed, so the event is
+	// finished only once the state's record is written.
+	change stateChange
 }
 
 // ConsumeClaim runs one partition until it is revoked or the session ends:
@@ -123,7 +123,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 	}
 	var flush *stateFlush
 	if h.state != nil {
-		flush = newStateFlush(h.state, partition, m.stateWriteFailures, h.proc.Log)
+		flush = newStateFlush(h.state, partition, h.buffer/2, m.stateWriteFailures, h.proc.Log)
 	}
 	wm := newWatermark()
 	var finishedBefore func(int64) bool
@@ -146,23 +146,20 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			cancel()
 		}
 	}
-	// ready holds the events whose key has nothing unfinished before them,
-	// in the order they became ready; each starts once it gets a slot of
-	// the process-wide bound (no goroutine waits for one).
-	var ready []*sarama.ConsumerMessage
-	start := func(msg *sarama.ConsumerMessage) { // the caller took a slot
+	// An event starts as soon as its key has nothing unfinished before it;
+	// its calls to the Contacts API wait for a slot of the process's call
+	// gate, its waits between retries hold none.
+	bufferedBytes := 0 // of the records read and not finished
+	start := func(msg *sarama.ConsumerMessage) {
 		running++
-		m.inFlight.Inc()
 		go func() {
 			var f finished
 			if h.misplaced(msg) {
-				f = finished{msg, h.forward(ctx, msg), false}
+				f = finished{msg, h.forward(ctx, msg), stateUnchanged}
 			} else {
-				out, changed := h.proc.Process(ctx, msg)
-				f = finished{msg, out, changed}
+				out, change := h.proc.Process(ctx, msg)
+				f = finished{msg, out, change}
 			}
-			m.inFlight.Dec()
-			<-h.slots
 			done <- f
 		}()
 	}
@@ -199,6 +196,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		flushTick = t.C
 	}
 	messages := claim.Messages()
+	var faultReadAt time.Time // during a fault, when the next record may be read
 	for {
 		if stopping && running == 0 && flush.idle(true) {
 			mark()
@@ -214,19 +212,27 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		}
 		var in <-chan *sarama.ConsumerMessage
 		var resumed <-chan struct{}
-		var slot chan<- struct{}
-		if len(ready) > 0 && !stopping {
-			slot = h.slots
-		}
+		var probeRead <-chan time.Time
 		switch {
 		// Events finished but for their contact's state record hold no
-		// record (only their offset): they do not count against the buffer.
-		case stopping || wm.pending()-flush.count() >= h.buffer:
-		case h.outage != nil && h.outage.Out() && running > 0:
-			// During an outage the events in flight probe the API; with none
-			// (a new session after a rebalance) one record is taken, so a
-			// probe still happens and the outage can end.
-			resumed = h.outage.Ended()
+		// record (only their offset): they do not count against the buffer,
+		// but against a bound of their own (a state topic that refuses
+		// writes must not let them grow without end).
+		case stopping || wm.pending()-flush.count() >= h.buffer || flush.count() >= h.buffer ||
+			h.bufferBytes > 0 && bufferedBytes >= h.bufferBytes:
+		case h.health != nil && h.health.Out() && running > 0:
+			// During a fault of the API the events in progress probe it; with
+			// none (a new session after a rebalance) one record is taken, so a
+			// probe still happens and the fault can end. One more record is
+			// taken per probe interval: if the events in progress are of
+			// contacts failing on their own, a fault they made up would
+			// otherwise hold the partition for good.
+			resumed = h.health.Ended()
+			if wait := time.Until(faultReadAt); wait <= 0 {
+				in = messages
+			} else {
+				probeRead = time.After(wait)
+			}
 		default:
 			in = messages
 		}
@@ -241,6 +247,9 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 				continue
 			}
 			wm.read(msg.Offset)
+			if h.health != nil && h.health.Out() {
+				faultReadAt = time.Now().Add(h.health.cfg.ProbeInterval)
+			}
 			if finishedBefore != nil && finishedBefore(msg.Offset) {
 				wm.finish(msg.Offset) // finished by this partition's last owner
 				m.skipped.Inc()
@@ -249,22 +258,20 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			}
 			k := h.key(msg)
 			queues[k] = append(queues[k], msg)
+			bufferedBytes += recordSize(msg)
 			if len(queues[k]) == 1 {
-				ready = append(ready, msg)
+				start(msg)
 			}
 			mark()
-		case slot <- struct{}{}:
-			start(ready[0])
-			ready[0] = nil
-			ready = ready[1:]
 		case f := <-done:
 			running--
+			bufferedBytes -= recordSize(f.msg)
 			if f.outcome == outcomeAbandoned {
 				stop() // the session is ending; the event stays unfinished, uncommitted
 				continue
 			}
-			if f.changed {
-				flush.add(string(f.msg.Key), f.msg.Offset) // finished once written
+			if f.change != stateUnchanged {
+				flush.add(string(f.msg.Key), f.msg.Offset, f.change == stateChangedParking) // finished once written
 			} else {
 				wm.finish(f.msg.Offset)
 				mark()
@@ -272,7 +279,9 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			k := h.key(f.msg)
 			if q := queues[k][1:]; len(q) > 0 {
 				queues[k] = q
-				ready = append(ready, q[0])
+				if !stopping {
+					start(q[0])
+				}
 			} else {
 				delete(queues, k)
 			}
@@ -288,6 +297,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		case <-tick.C:
 			markMetadata()
 		case <-resumed:
+		case <-probeRead:
 		case <-ended:
 			stop()
 		}
@@ -304,6 +314,16 @@ func (h *dispatcher) load(ctx context.Context, partition int32) bool {
 			h.proc.Log.Error().Err(err).Int32("partition", partition).Dur("retry_in", wait).Msg("reading the contacts' states failed, retrying")
 		})
 	return err == nil
+}
+
+// recordSize is what a record read holds in memory, near enough: its key,
+// value and headers, and the structures around them.
+func recordSize(m *sarama.ConsumerMessage) int {
+	n := 256 + len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += 32 + len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // misplaced reports whether msg's key belongs to another partition of the

@@ -140,6 +140,8 @@ func isBlocked(a *slowAPI, contact string) bool {
 func newTestHandler(api contactsAPI, maxInFlight, buffer int, ordering string) *dispatcher {
 	p := newTestProcessor(&fakeAPI{results: []error{nil}}, &fakeDLQ{})
 	p.API = api
+	gate := newCallGate(maxInFlight, nil, 0, time.Second, p.Metrics)
+	p.Retrier = newRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, gate, nil)
 	return newDispatcher(p, config.WorkerFleet{MaxInFlight: maxInFlight, PartitionBuffer: buffer, Ordering: ordering}, nil)
 }
 
@@ -381,14 +383,15 @@ func TestConsumeClaimOutageWithNothingInFlight(t *testing.T) {
 	api := newSlowAPI(0)
 	claim, n := feed(6, 1)
 	h := newTestHandler(api, 4, 100, config.OrderingKey)
-	out := newOutageDetector(config.Outage{Window: time.Minute, MinCalls: 1, FailureRatio: 0.5, MinContacts: 1, ProbeInterval: 50 * time.Millisecond}, nil)
-	out.Record(context.Background(), "x", &contacts.TransientError{Status: 503})
+	out := newAPIHealth(config.Outage{Window: time.Minute, FailureRatio: 0.5, MinContacts: 1, ProbeInterval: 50 * time.Millisecond}, nil)
+	out.Record(context.Background(), "x", &contacts.TransientError{Status: 503, Cause: contacts.CauseUnavailable})
 	if !out.Out() {
 		t.Fatal("not out")
 	}
-	h.outage = out
-	h.proc.Outage = out
-	h.proc.Retrier = newRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: time.Second}, out)
+	h.health = out
+	h.proc.Health = out
+	gate := newCallGate(4, out, 0, time.Second, h.proc.Metrics)
+	h.proc.Retrier = newRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: time.Second}, gate, out)
 	s, cancel, done := runClaim(t, h, claim)
 	waitFor(t, "everything applied after the probe", func() bool { return s.mark() == int64(n) })
 	cancel()
@@ -611,4 +614,76 @@ func TestConsumeClaimForwardsMisplacedRecords(t *testing.T) {
 	if got := testutil.ToFloat64(h.proc.Metrics.events.WithLabelValues("contact.updated", "forwarded")); got != 3 {
 		t.Errorf("forwarded counted %v, want 3", got)
 	}
+}
+
+// goneAPI answers 410 to the PUTs of the contacts it names (contacts deleted
+// in the API: a failure a fault of the whole API also produces), and as
+// slowAPI to the others.
+type goneAPI struct {
+	*slowAPI
+	gone map[string]bool
+}
+
+func (a goneAPI) Put(ctx context.Context, c contacts.Contact, key string) error {
+	if a.gone[c.AcmeContactID] {
+		return &contacts.PermanentError{Status: 410, Cause: contacts.CauseNotFound, Err: errors.New("gone")}
+	}
+	return a.slowAPI.Put(ctx, c, key)
+}
+
+// A fault declared from contacts that fail on their own, in quiet hours:
+// the partition's only event in progress is one of theirs, and it keeps
+// failing. One more record is read per probe interval, a healthy contact's
+// call ends the made-up fault, and the failing contacts are then
+// dead-lettered: the partition is not held for good.
+func TestConsumeClaimFaultOfFailingContactsEnds(t *testing.T) {
+	api := goneAPI{newSlowAPI(0), map[string]bool{"bad1": true, "bad2": true, "bad3": true}}
+	claim, n := feed(6, 1, "bad1")
+	h := newTestHandler(api, 4, 100, config.OrderingKey)
+	out := newAPIHealth(config.Outage{Window: time.Minute, FailureRatio: 0.8, MinContacts: 3, ProbeInterval: 50 * time.Millisecond}, nil)
+	for _, c := range []string{"bad1", "bad2", "bad3"} {
+		out.Record(context.Background(), c, &contacts.PermanentError{Status: 410, Cause: contacts.CauseNotFound})
+	}
+	if !out.Out() {
+		t.Fatal("no fault declared")
+	}
+	h.health = out
+	h.proc.Health = out
+	gate := newCallGate(4, out, 0, time.Second, h.proc.Metrics)
+	h.proc.Retrier = newRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: time.Second}, gate, out)
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "the healthy contacts applied, the failing one dead-lettered", func() bool { return s.mark() == int64(n) })
+	cancel()
+	<-done
+	if got := api.applied(); got != 6 {
+		t.Errorf("%d applied, want the 6 healthy contacts' events", got)
+	}
+	if out.Out() {
+		t.Error("still at fault after healthy contacts were answered")
+	}
+}
+
+// A state topic that refuses every write: the events waiting for their
+// contact's record are bounded too (the partition buffer), so reading
+// stops instead of holding ever more offsets.
+func TestConsumeClaimStateWritesRefusedStopReading(t *testing.T) {
+	api := newSlowAPI(0)
+	claim, n := feed(500, 1)
+	h, states := newStatefulHandler(api)
+	h.buffer = 50
+	states.hold = make(chan struct{}) // every write waits, as one that never ends
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "a buffer's worth applied", func() bool { return api.applied() >= 50 })
+	time.Sleep(200 * time.Millisecond)
+	read := n - len(claim.msgs)
+	if read > 2*50+8 {
+		t.Errorf("%d records read while no state write was acknowledged, want at most about two buffers (100)", read)
+	}
+	if got := s.mark(); got != 0 {
+		t.Errorf("marked %d, want 0", got)
+	}
+	close(states.hold)
+	waitFor(t, "everything marked once the writes go through", func() bool { return s.mark() == int64(n) })
+	cancel()
+	<-done
 }

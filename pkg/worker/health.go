@@ -1,8 +1,11 @@
 package worker
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -10,165 +13,277 @@ import (
 	"github.com/acmecrm/integration-service/pkg/contacts"
 )
 
-// outageDetector tells an outage of the Contacts API (most calls failing
-// transiently, across many contacts) from contacts that fail on their own.
-// During an outage the worker takes no new records, does not dead-letter
-// events for running out of retry time (it is not their fault), and lets
-// one call per probe interval through to test the API; the first call the
-// API answers (anything but a transient failure) ends the outage. Outside
-// an outage the per-event retry budget and dead-lettering apply.
+// apiHealth judges a failure by who it hits: a fault of one contact (a 422
+// on its email among contacts applied fine) or of the Contacts API as a
+// whole, or of this service's configuration (5xx, 429, refused
+// credentials, redirects, 404 for every contact, refused connections),
+// whatever the status class. It keeps the latest answer of each contact
+// called lately — distinct contacts, so that the retries of a few failing
+// ones never weigh like many — and:
 //
-// It is safe for concurrent use; one serves the whole process.
-type outageDetector struct {
+//   - declares a fault of the API when the failures of distinct contacts
+//     reach WORKER_OUTAGE_MIN_CONTACTS and WORKER_OUTAGE_FAILURE_RATIO of the
+//     contacts with an answer in WORKER_OUTAGE_WINDOW, naming the cause most
+//     of them met: reading pauses, one call per WORKER_OUTAGE_PROBE_INTERVAL
+//     tests the API, the first one the API answers as working ends it;
+//   - answers whether a contact's failure can be its own (healthyOther):
+//     only when another contact was answered as working — since the
+//     failure began, for failures typical of a fault of the whole API. At
+//     any traffic level, quiet hours included and from the first failure,
+//     nothing is dead-lettered without that evidence;
+//   - wakes the retries waiting in backoff when a contact that was failing
+//     is answered as working again (recovered), so that when a partial
+//     outage ends the contacts it held come back at once, not at their
+//     next backoff.
+//
+// An answer "as working" is a success, or a refusal of the contact's own
+// request (CauseRejected: the API read and judged it). It is safe for
+// concurrent use; one serves the whole process.
+type apiHealth struct {
 	cfg config.Outage
 	now func() time.Time
-	// onChange is told of each transition (metrics, logs, pausing fetches);
-	// it is called without the lock held, in transition order.
-	onChange func(out bool, why string)
+	// onChange is told of each transition (metrics, logs); cause is empty
+	// when the fault ends. It is called without the lock held, in order.
+	onChange func(cause contacts.Cause, why string)
 
-	mu      sync.Mutex
-	buckets [outageBuckets]bucket // calls counted per tenth of the window
-	failing map[string]time.Time  // contact -> its last transient failure
-	pruneAt int                   // size of failing that makes it pruned
-	out     bool
-	ended   chan struct{} // closed when the current outage ends
-	// nextProbe is when the next call may go through during an outage.
+	mu     sync.Mutex
+	latest map[string]answer // contact -> its latest answer in the window
+	// inflight counts the calls under way per contact: a contact called
+	// but not yet answered weighs against declaring a fault, so that the
+	// first fast failures (a 503 from a load balancer returns sooner than
+	// a success) are not taken for the whole API while calls to other
+	// contacts are still out.
+	inflight map[string]int
+	pruneAt  int
+	// working are the latest answers as working of two distinct contacts,
+	// the newer first: enough to answer healthyOther for any contact.
+	working   [2]answer
+	fault     contacts.Cause // "" when none
+	ended     chan struct{}  // closed when the current fault ends
 	nextProbe time.Time
-	notify    sync.Mutex // keeps onChange calls in transition order
+	recovered chan struct{} // closed, and replaced, when a failing contact recovers
+	notify    sync.Mutex    // keeps onChange calls in transition order
 }
 
-// outageBuckets is how many parts the window is counted in: memory stays
-// the same whatever the rate of calls, and the window slides a tenth at a time.
-const outageBuckets = 10
-
-type bucket struct {
-	slot            int64 // which tenth of a window since the epoch it counts
-	calls, failures int
+type answer struct {
+	contact string
+	at      time.Time // when the answer came
+	// started is when its call was made: evidence "since" a time counts
+	// only calls made after it, since a call made before a fault began can
+	// still come back working after it.
+	started time.Time
+	working bool
+	cause   contacts.Cause
 }
 
-// newOutageDetector returns a detector with the configured thresholds;
-// onChange may be nil.
-func newOutageDetector(cfg config.Outage, onChange func(out bool, why string)) *outageDetector {
+func newAPIHealth(cfg config.Outage, onChange func(cause contacts.Cause, why string)) *apiHealth {
 	if onChange == nil {
-		onChange = func(bool, string) {}
+		onChange = func(contacts.Cause, string) {}
 	}
-	return &outageDetector{cfg: cfg, now: time.Now, onChange: onChange, failing: map[string]time.Time{}, pruneAt: 1024}
+	return &apiHealth{cfg: cfg, now: time.Now, onChange: onChange, latest: map[string]answer{}, inflight: map[string]int{}, pruneAt: 1024, recovered: make(chan struct{})}
 }
 
-// Record counts the result of one call to the Contacts API for contact.
-// A call cut short by the worker itself (ctx ended) says nothing of the API
-// and is not counted.
-func (o *outageDetector) Record(ctx context.Context, contact string, err error) {
-	if err != nil && ctx.Err() != nil {
+// apiWide reports whether a failure of cause is one a fault of the whole
+// API (or of this service's configuration) produces. A 429 is not: the
+// call gate slows the process down for it (pause, pace), and probing once
+// per interval on top would only slow it further.
+func apiWide(cause contacts.Cause) bool {
+	return cause != contacts.CauseRejected && cause != contacts.CauseRateLimited && cause != ""
+}
+
+// Begin tells of a call for contact being made; the function it returns
+// takes the call's result as Record does.
+func (h *apiHealth) Begin(contact string) (done func(ctx context.Context, err error)) {
+	h.mu.Lock()
+	h.inflight[contact]++
+	started := h.now()
+	h.mu.Unlock()
+	return func(ctx context.Context, err error) {
+		h.mu.Lock()
+		if h.inflight[contact]--; h.inflight[contact] <= 0 {
+			delete(h.inflight, contact)
+		}
+		h.mu.Unlock()
+		h.record(ctx, contact, err, started)
+	}
+}
+
+// Record takes the result of one call for contact, made just now. A call
+// the worker cut short itself (ctx ended) says nothing of the API; neither
+// does a DELETE answered 404 (contacts.ErrGone: done, or a wrong base URL).
+func (h *apiHealth) Record(ctx context.Context, contact string, err error) {
+	h.record(ctx, contact, err, h.now())
+}
+
+func (h *apiHealth) record(ctx context.Context, contact string, err error, started time.Time) {
+	if err != nil && ctx.Err() != nil || errors.Is(err, contacts.ErrGone) {
 		return
 	}
-	failed := err != nil && contacts.IsTransient(err)
-	now := o.now()
-	o.mu.Lock()
-	width := max(int64(o.cfg.Window/outageBuckets), 1)
-	slot := now.UnixNano() / width
-	b := &o.buckets[slot%outageBuckets]
-	if b.slot != slot {
-		*b = bucket{slot: slot}
+	cause := contacts.CauseOf(err)
+	a := answer{contact: contact, at: h.now(), started: started, working: err == nil || cause == contacts.CauseRejected, cause: cause}
+	if err != nil && cause == "" {
+		a.cause = contacts.CauseUnavailable // not a typed answer: as a network failure
 	}
-	b.calls++
-	if failed {
-		b.failures++
-		o.failing[contact] = now
-		if len(o.failing) >= o.pruneAt {
-			o.prune(now)
+	h.mu.Lock()
+	prev, had := h.latest[contact]
+	h.latest[contact] = a
+	if len(h.latest) >= h.pruneAt {
+		h.prune(a.at)
+	}
+	if a.working {
+		if h.working[0].contact != contact {
+			h.working[1] = h.working[0]
+		}
+		h.working[0] = a
+		if had && !prev.working {
+			close(h.recovered)
+			h.recovered = make(chan struct{})
 		}
 	}
 	var change func()
 	switch {
-	case o.out && !failed:
-		o.out = false
-		close(o.ended)
-		change = func() { o.onChange(false, "the Contacts API answered") }
-	case !o.out && failed:
-		calls, failures := 0, 0
-		for _, b := range o.buckets {
-			if slot-b.slot < outageBuckets {
-				calls += b.calls
-				failures += b.failures
-			}
+	case h.fault != "" && a.working:
+		was := h.fault
+		h.fault = ""
+		close(h.ended)
+		change = func() {
+			h.onChange("", fmt.Sprintf("the Contacts API answered contact %s as working: the %s fault is over", contact, was))
 		}
-		if calls < o.cfg.MinCalls || float64(failures) < o.cfg.FailureRatio*float64(calls) {
-			break
+	case h.fault == "" && !a.working && apiWide(a.cause):
+		if cause, why, ok := h.faulty(a.at); ok {
+			h.fault = cause
+			h.ended = make(chan struct{})
+			h.nextProbe = a.at.Add(h.cfg.ProbeInterval)
+			change = func() { h.onChange(cause, why) }
 		}
-		if o.prune(now); len(o.failing) < o.cfg.MinContacts {
-			break
-		}
-		o.out = true
-		o.ended = make(chan struct{})
-		o.nextProbe = now.Add(o.cfg.ProbeInterval)
-		why := fmt.Sprintf("%d of %d calls in the last %v failed transiently, across %d contacts", failures, calls, o.cfg.Window, len(o.failing))
-		change = func() { o.onChange(true, why) }
 	}
 	if change == nil {
-		o.mu.Unlock()
+		h.mu.Unlock()
 		return
 	}
-	o.notify.Lock() // taken before mu is released: transitions are reported in order
-	o.mu.Unlock()
-	defer o.notify.Unlock()
+	h.notify.Lock() // taken before mu is released: transitions are reported in order
+	h.mu.Unlock()
+	defer h.notify.Unlock()
 	change()
 }
 
-// prune forgets the contacts whose last failure left the window. The
-// caller holds mu.
-func (o *outageDetector) prune(now time.Time) {
-	cut := now.Add(-o.cfg.Window)
-	for c, at := range o.failing {
-		if at.Before(cut) {
-			delete(o.failing, c)
+// faulty decides, from the latest answers of the contacts called in the
+// window and the contacts called but not answered yet, whether the API is at fault, and names the cause most failing
+// contacts met. The caller holds mu.
+func (h *apiHealth) faulty(now time.Time) (contacts.Cause, string, bool) {
+	h.prune(now)
+	var failing, working int
+	byCause := map[contacts.Cause]int{}
+	for _, a := range h.latest {
+		switch {
+		case a.working:
+			working++
+		case apiWide(a.cause):
+			failing++
+			byCause[a.cause]++
 		}
 	}
-	o.pruneAt = max(1024, 2*len(o.failing))
+	pending := 0 // called, not answered yet
+	for c := range h.inflight {
+		if _, ok := h.latest[c]; !ok {
+			pending++
+		}
+	}
+	if failing < h.cfg.MinContacts || float64(failing) < h.cfg.FailureRatio*float64(failing+working+pending) {
+		return "", "", false
+	}
+	causes := make([]contacts.Cause, 0, len(byCause))
+	for c := range byCause {
+		causes = append(causes, c)
+	}
+	slices.SortFunc(causes, func(a, b contacts.Cause) int { // most contacts first; by name between equals
+		return cmp.Or(cmp.Compare(byCause[b], byCause[a]), cmp.Compare(a, b))
+	})
+	return causes[0], fmt.Sprintf("%d of %d contacts called in the last %v failed (%s: %d), none of them on its own", failing, failing+working, h.cfg.Window, causes[0], byCause[causes[0]]), true
 }
 
-// Out reports whether the API is out now.
-func (o *outageDetector) Out() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.out
+// prune forgets the answers older than the window. The caller holds mu.
+func (h *apiHealth) prune(now time.Time) {
+	cut := now.Add(-h.cfg.Window)
+	for c, a := range h.latest {
+		if a.at.Before(cut) {
+			delete(h.latest, c)
+		}
+	}
+	h.pruneAt = max(1024, 2*len(h.latest))
 }
 
-// Ended returns a channel closed when the current outage ends, or nil when
+// healthyOther reports whether a contact other than contact was answered as
+// working at or after since (any time, for the zero since), while no fault
+// of the API is declared: the evidence that a failure of contact is its
+// own.
+func (h *apiHealth) healthyOther(contact string, since time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fault != "" {
+		return false
+	}
+	for _, a := range h.working {
+		if a.contact != "" && a.contact != contact {
+			return !a.started.Before(since)
+		}
+	}
+	return false
+}
+
+// Fault returns the cause of the current fault of the API, "" when none.
+func (h *apiHealth) Fault() contacts.Cause {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fault
+}
+
+// Out reports whether a fault of the API is declared now.
+func (h *apiHealth) Out() bool { return h.Fault() != "" }
+
+// Ended returns a channel closed when the current fault ends, or nil when
 // there is none (a nil channel never receives: select on it freely).
-func (o *outageDetector) Ended() <-chan struct{} {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if !o.out {
+func (h *apiHealth) Ended() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fault == "" {
 		return nil
 	}
-	return o.ended
+	return h.ended
 }
 
-// Admit returns when a call may be made: at once outside an outage; during
-// one, when this caller gets the next probe slot or the outage ends. It
+// Recovered returns a channel closed when the next failing contact is
+// answered as working again.
+func (h *apiHealth) Recovered() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.recovered
+}
+
+// Admit returns when a call may be made: at once outside a fault; during
+// one, when this caller gets the next probe slot or the fault ends. It
 // returns how long the caller was held back, or ctx's error.
-func (o *outageDetector) Admit(ctx context.Context) (time.Duration, error) {
-	start := o.now()
+func (h *apiHealth) Admit(ctx context.Context) (time.Duration, error) {
+	start := h.now()
 	for {
-		o.mu.Lock()
-		if !o.out {
-			o.mu.Unlock()
-			return o.now().Sub(start), nil
+		h.mu.Lock()
+		if h.fault == "" {
+			h.mu.Unlock()
+			return h.now().Sub(start), nil
 		}
-		now := o.now()
-		if !now.Before(o.nextProbe) {
-			o.nextProbe = now.Add(o.cfg.ProbeInterval)
-			o.mu.Unlock()
+		now := h.now()
+		if !now.Before(h.nextProbe) {
+			h.nextProbe = now.Add(h.cfg.ProbeInterval)
+			h.mu.Unlock()
 			return now.Sub(start), nil // this call is the probe
 		}
-		ended, wait := o.ended, o.nextProbe.Sub(now)
-		o.mu.Unlock()
+		ended, wait := h.ended, h.nextProbe.Sub(now)
+		h.mu.Unlock()
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return o.now().Sub(start), ctx.Err()
+			return h.now().Sub(start), ctx.Err()
 		case <-ended:
 		case <-t.C:
 		}

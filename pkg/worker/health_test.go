@@ -12,7 +12,7 @@ import (
 	"github.com/acmecrm/integration-service/pkg/contacts"
 )
 
-var testOutage = config.Outage{Window: 10 * time.Second, MinCalls: 10, FailureRatio: 0.8, MinContacts: 3, ProbeInterval: time.Second}
+var testOutage = config.Outage{Window: 10 * time.Second, FailureRatio: 0.8, MinContacts: 3, ProbeInterval: time.Second}
 
 type clock struct {
 	mu sync.Mutex
@@ -27,101 +27,193 @@ func (c *clock) add(d time.Duration) {
 }
 
 var (
-	down = &contacts.TransientError{Status: 503, Err: errors.New("down")}
-	bad  = &contacts.PermanentError{Status: 422, Err: errors.New("bad email")}
+	rateLimited = &contacts.TransientError{Status: 429, Cause: contacts.CauseRateLimited, Err: errors.New("slow down")}
+	redirected  = &contacts.PermanentError{Status: 301, Cause: contacts.CauseRedirected, Location: "https://contacts.example/api", Err: errors.New("moved")}
+	notFound    = &contacts.PermanentError{Status: 404, Cause: contacts.CauseNotFound, Err: errors.New("no such route")}
 )
 
-type result struct {
+type reply struct {
 	contact string
 	err     error
 }
 
-func calls(n int, contactsN int, err error) []result {
-	var rs []result
+// calls returns n calls spread over contactsN contacts, each answered err.
+func calls(n, contactsN int, err error) []reply {
+	var rs []reply
 	for i := 0; i < n; i++ {
-		rs = append(rs, result{fmt.Sprintf("c%d", i%contactsN), err})
+		rs = append(rs, reply{fmt.Sprintf("c%d", i%contactsN), err})
 	}
 	return rs
 }
 
-func TestOutageDetection(t *testing.T) {
+func concat(cs ...[]reply) []reply {
+	var out []reply
+	for _, c := range cs {
+		out = append(out, c...)
+	}
+	return out
+}
+
+// ok returns one successful call for each of n contacts named prefix0…
+func ok(prefix string, n int) []reply {
+	var rs []reply
+	for i := 0; i < n; i++ {
+		rs = append(rs, reply{fmt.Sprintf("%s%d", prefix, i), nil})
+	}
+	return rs
+}
+
+// The classification of a failure by who it hits: distinct contacts, each
+// by its latest answer, so retries of a few never weigh like many.
+func TestHealthFaultDetection(t *testing.T) {
 	tests := []struct {
 		name  string
-		calls []result
-		want  bool
+		calls []reply
+		want  contacts.Cause
 	}{
-		{"all fail across many contacts", calls(10, 5, down), true},
-		{"too few calls", calls(9, 9, down), false},
-		{"one contact failing alone", calls(50, 1, down), false},
-		{"two contacts failing: under min contacts", calls(50, 2, down), false},
-		{"most succeed", append(calls(5, 5, down), calls(20, 5, nil)...), false},
-		{"permanent failures are answers", calls(20, 5, bad), false},
-		{"80% failing", append(calls(2, 2, nil), calls(8, 4, down)...), true},
+		{"three contacts, all unavailable", calls(3, 3, unavailable), contacts.CauseUnavailable},
+		{"two contacts failing: under the minimum", calls(50, 2, unavailable), ""},
+		{"one contact retried a hundred times", calls(100, 1, unavailable), ""},
+		{"a partial outage: 30% of contacts failing", concat(ok("h", 7), calls(30, 3, unavailable)), ""},
+		{"80% failing", concat(ok("h", 1), calls(8, 4, unavailable)), contacts.CauseUnavailable},
+		{"rejections are the API working: every contact 422", calls(20, 5, rejected), ""},
+		{"credentials refused for every contact", calls(3, 3, refused), contacts.CauseCredentials},
+		{"every call redirected", calls(3, 3, redirected), contacts.CauseRedirected},
+		{"every PUT 404", calls(4, 4, notFound), contacts.CauseNotFound},
+		{"every call 429: the gate slows down for it, no fault", calls(5, 5, rateLimited), ""},
+		{"DELETEs answered 404 say nothing", calls(5, 5, contacts.ErrGone), ""},
+		{"the cause most contacts met is named", []reply{{"x", unavailable}, {"y", refused}, {"z", unavailable}}, contacts.CauseUnavailable},
+		{"contacts that recovered no longer count", concat(calls(2, 2, unavailable), ok("c", 2), []reply{{"x", unavailable}}), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var changes []bool
-			o := newOutageDetector(testOutage, func(out bool, _ string) { changes = append(changes, out) })
+			var changes []contacts.Cause
+			h := newAPIHealth(testOutage, func(c contacts.Cause, _ string) { changes = append(changes, c) })
 			for _, c := range tt.calls {
-				o.Record(context.Background(), c.contact, c.err)
+				h.Record(context.Background(), c.contact, c.err)
 			}
-			if o.Out() != tt.want {
-				t.Errorf("out %v, want %v", o.Out(), tt.want)
+			if got := h.Fault(); got != tt.want {
+				t.Errorf("fault %q, want %q", got, tt.want)
 			}
-			if tt.want && (len(changes) != 1 || !changes[0]) {
-				t.Errorf("transitions %v, want one to out", changes)
+			if tt.want != "" && (len(changes) != 1 || changes[0] != tt.want) {
+				t.Errorf("transitions %v, want one to %s", changes, tt.want)
 			}
 		})
 	}
 }
 
-func TestOutageWindowForgetsOldCalls(t *testing.T) {
+func TestHealthWindowForgetsOldAnswers(t *testing.T) {
 	c := &clock{t: time.Unix(0, 0)}
-	o := newOutageDetector(testOutage, nil)
-	o.now = c.now
-	for _, r := range calls(9, 9, down) {
-		o.Record(context.Background(), r.contact, r.err)
+	h := newAPIHealth(testOutage, nil)
+	h.now = c.now
+	for _, r := range calls(2, 2, unavailable) {
+		h.Record(context.Background(), r.contact, r.err)
 	}
-	c.add(11 * time.Second) // those nine leave the window
-	o.Record(context.Background(), "x", down)
-	if o.Out() {
-		t.Error("out on calls older than the window")
+	c.add(11 * time.Second) // those two leave the window
+	h.Record(context.Background(), "x", unavailable)
+	if h.Out() {
+		t.Error("a fault on answers older than the window")
 	}
 }
 
 // A call the worker cancelled itself says nothing of the API.
-func TestOutageIgnoresCancelledCalls(t *testing.T) {
-	o := newOutageDetector(testOutage, nil)
+func TestHealthIgnoresCancelledCalls(t *testing.T) {
+	h := newAPIHealth(testOutage, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	for _, r := range calls(20, 5, down) {
-		o.Record(ctx, r.contact, r.err)
+	for _, r := range calls(20, 5, unavailable) {
+		h.Record(ctx, r.contact, r.err)
 	}
-	if o.Out() {
-		t.Error("out on calls the worker cancelled")
+	if h.Out() {
+		t.Error("a fault on calls the worker cancelled")
 	}
 }
 
-// During an outage one caller per probe interval gets through; the first
-// answer ends the outage and lets every waiting caller go.
-func TestOutageAdmitProbesThenReleases(t *testing.T) {
+// The evidence that a failure is a contact's own: another contact answered
+// as working (since a time, when given), and no fault of the API.
+func TestHealthyOther(t *testing.T) {
+	c := &clock{t: time.Unix(100, 0)}
+	h := newAPIHealth(testOutage, nil)
+	h.now = c.now
+	if h.healthyOther("x", time.Time{}) {
+		t.Error("evidence before any answer")
+	}
+	h.Record(context.Background(), "x", nil)
+	if h.healthyOther("x", time.Time{}) {
+		t.Error("x's own success taken as evidence for x")
+	}
+	h.Record(context.Background(), "y", rejected) // the API read and judged y's request
+	if !h.healthyOther("x", time.Time{}) || !h.healthyOther("y", time.Time{}) {
+		t.Error("each of x and y is evidence for the other")
+	}
+	c.add(time.Minute)
+	if h.healthyOther("x", c.now()) {
+		t.Error("an answer from before since taken as evidence")
+	}
+	h.Record(context.Background(), "z", nil)
+	if !h.healthyOther("x", c.now()) {
+		t.Error("z's answer now is evidence for x since now")
+	}
+	// A call made before x's failure, answered working after it (the token
+	// revoked while it was out): no evidence since the failure.
+	done := h.Begin("w")
+	c.add(time.Second)
+	failed := c.now()
+	c.add(time.Second)
+	done(context.Background(), nil)
+	if h.healthyOther("x", failed) {
+		t.Error("a call made before the failure, answered after it, taken as evidence since the failure")
+	}
+	for _, r := range calls(12, 12, unavailable) { // 12 of 15 contacts
+		h.Record(context.Background(), "f"+r.contact, r.err)
+	}
+	if h.Fault() == "" || h.healthyOther("x", time.Time{}) {
+		t.Errorf("fault %q: no evidence of anyone's own failure during a fault of the API", h.Fault())
+	}
+}
+
+// Recovered is closed when a failing contact is answered as working.
+func TestHealthRecovered(t *testing.T) {
+	h := newAPIHealth(testOutage, nil)
+	wake := h.Recovered()
+	h.Record(context.Background(), "a", nil)
+	h.Record(context.Background(), "b", unavailable)
+	select {
+	case <-wake:
+		t.Fatal("woken though no failing contact recovered")
+	default:
+	}
+	h.Record(context.Background(), "b", nil)
+	select {
+	case <-wake:
+	default:
+		t.Fatal("not woken when b recovered")
+	}
+	if h.Recovered() == wake {
+		t.Error("the next recovery has no channel of its own")
+	}
+}
+
+// During a fault one caller per probe interval gets through; the first
+// answer as working ends it and lets every waiting caller go.
+func TestHealthAdmitProbesThenReleases(t *testing.T) {
 	c := &clock{t: time.Unix(0, 0)}
-	var changes []bool
-	o := newOutageDetector(testOutage, func(out bool, _ string) { changes = append(changes, out) })
-	o.now = c.now
-	if _, err := o.Admit(context.Background()); err != nil {
-		t.Fatal("held back outside an outage")
+	var changes []contacts.Cause
+	h := newAPIHealth(testOutage, func(cause contacts.Cause, _ string) { changes = append(changes, cause) })
+	h.now = c.now
+	if _, err := h.Admit(context.Background()); err != nil {
+		t.Fatal("held back outside a fault")
 	}
-	for _, r := range calls(10, 5, down) {
-		o.Record(context.Background(), r.contact, r.err)
+	for _, r := range calls(3, 3, refused) {
+		h.Record(context.Background(), r.contact, r.err)
 	}
-	if !o.Out() || o.Ended() == nil {
-		t.Fatal("not out")
+	if !h.Out() || h.Ended() == nil {
+		t.Fatal("no fault")
 	}
 	admitted := make(chan int, 10)
 	for i := 0; i < 5; i++ {
 		go func(i int) {
-			if _, err := o.Admit(context.Background()); err == nil {
+			if _, err := h.Admit(context.Background()); err == nil {
 				admitted <- i
 			}
 		}(i)
@@ -140,47 +232,42 @@ func TestOutageAdmitProbesThenReleases(t *testing.T) {
 	if len(admitted) != 0 {
 		t.Errorf("%d more callers let through in one probe interval, want only the probe", len(admitted))
 	}
-	o.Record(context.Background(), "c0", nil) // the probe succeeded
+	h.Record(context.Background(), "c0", refused) // the probe: still refused
+	if !h.Out() {
+		t.Fatal("a probe refused like the rest ended the fault")
+	}
+	h.Record(context.Background(), "c0", nil) // the next probe worked
 	for i := 0; i < 4; i++ {
 		select {
 		case <-admitted:
 		case <-time.After(3 * time.Second):
-			t.Fatalf("waiting callers not released by the end of the outage (%d of 4)", i)
+			t.Fatalf("waiting callers not released by the end of the fault (%d of 4)", i)
 		}
 	}
-	if o.Out() || len(changes) != 2 || changes[0] != true || changes[1] != false {
-		t.Errorf("out %v, transitions %v; want in then out", o.Out(), changes)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := o.Admit(ctx); err != nil {
-		t.Errorf("Admit after the outage: %v", err)
+	if h.Out() || len(changes) != 2 || changes[0] != contacts.CauseCredentials || changes[1] != "" {
+		t.Errorf("fault %q, transitions %v; want credentials_refused then over", h.Fault(), changes)
 	}
 }
 
-// The retry budget does not run out during an outage: an event retried
-// through one is not dead-lettered; outside one it is.
-func TestRetrierKeepsRetryingThroughAnOutage(t *testing.T) {
-	cfg := config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 2 * time.Millisecond, MaxElapsedTime: 20 * time.Millisecond}
-	o := newOutageDetector(config.Outage{Window: time.Minute, MinCalls: 1, FailureRatio: 0.5, MinContacts: 1, ProbeInterval: time.Millisecond}, nil)
-	r := newRetrier(cfg, o)
-	start := time.Now()
-	n, err := r.Do(context.Background(), func(ctx context.Context) error {
-		var err error
-		if time.Since(start) < 200*time.Millisecond { // ten budgets long
-			err = down
-		}
-		o.Record(ctx, "c", err)
-		return err
-	}, func(int, error, time.Duration) {})
-	if err != nil || n < 2 {
-		t.Errorf("got %v after %d attempts, want applied after the outage", err, n)
+// The first answers are fast failures while calls to other contacts are
+// still out: no fault until those answer too.
+func TestHealthWaitsForCallsInFlight(t *testing.T) {
+	h := newAPIHealth(config.Outage{Window: time.Minute, FailureRatio: 0.8, MinContacts: 3, ProbeInterval: time.Second}, nil)
+	var pending []func(context.Context, error)
+	for i := range 10 {
+		pending = append(pending, h.Begin(fmt.Sprintf("ok%d", i)))
 	}
-	// The same failure with no outage (one contact is not one): dead-lettered.
-	alone := newOutageDetector(testOutage, nil)
-	r = newRetrier(cfg, alone)
-	_, err = r.Do(context.Background(), func(ctx context.Context) error { alone.Record(ctx, "c", down); return down }, func(int, error, time.Duration) {})
-	if !errors.Is(err, errRetriesExhausted) {
-		t.Errorf("got %v, want retries exhausted", err)
+	unavailable := &contacts.TransientError{Status: 503, Cause: contacts.CauseUnavailable}
+	for i := range 3 {
+		h.Begin(fmt.Sprintf("bad%d", i))(context.Background(), unavailable)
+	}
+	if h.Out() {
+		t.Fatal("a fault declared from 3 failures while 10 other contacts' calls were out")
+	}
+	for _, done := range pending {
+		done(context.Background(), unavailable)
+	}
+	if h.Fault() != contacts.CauseUnavailable {
+		t.Fatalf("fault = %q once the 10 calls failed too, want unavailable", h.Fault())
 	}
 }

@@ -1,6 +1,12 @@
 package worker
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/acmecrm/integration-service/pkg/contacts"
+)
 
 // Metrics are the worker's Prometheus metrics.
 type Metrics struct {
@@ -25,6 +31,14 @@ type Metrics struct {
 	contacts           prometheus.Gauge
 	stateLoad          prometheus.Histogram
 	stateSkipped       *prometheus.CounterVec
+	fault              *prometheus.GaugeVec
+	calls              *prometheus.CounterVec
+	concurrencyLimit   prometheus.Gauge
+	pace               prometheus.Gauge
+	pauses             prometheus.Counter
+	// paused returns the seconds calls are still paused for: the call
+	// gate's, once it exists.
+	paused atomic.Pointer[func() float64]
 }
 
 // NewMetrics registers the worker's metrics with reg.
@@ -50,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "worker_dlq_publish_failures_total", Help: "Failed attempts to publish a dead-letter record (each is retried).",
 		}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "worker_events_in_flight", Help: "Events being applied now by this process (at most WORKER_MAX_IN_FLIGHT).",
+			Name: "worker_events_in_flight", Help: "Calls to the Contacts API in flight now in this process (at most worker_contacts_api_concurrency_limit, itself at most WORKER_MAX_IN_FLIGHT); an event waiting between retries holds none.",
 		}),
 		buffered: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "worker_partition_buffered_records", Help: "Records read and not yet finished (waiting for their contact or being applied), per partition held (at most WORKER_PARTITION_BUFFER).",
@@ -59,10 +73,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "worker_watermark_lag", Help: "Records read but not yet committable: from the partition's watermark (lowest unfinished offset) to the next offset to read.",
 		}, []string{"topic", "partition"}),
 		outage: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "worker_contacts_api_outage", Help: "1 while the Contacts API is taken to be out for everyone (no new records taken, nothing dead-lettered by elapsed time), else 0.",
+			Name: "worker_contacts_api_outage", Help: "1 during a fault of the Contacts API as a whole (no new records taken, one probe per interval, nothing dead-lettered), else 0; worker_contacts_api_fault names its cause.",
 		}),
 		outages: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "worker_contacts_api_outages_total", Help: "Outages of the Contacts API detected.",
+			Name: "worker_contacts_api_outages_total", Help: "Faults of the Contacts API as a whole detected.",
+		}),
+		fault: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "worker_contacts_api_fault", Help: "1 for the cause of the current fault of the Contacts API as a whole (unavailable, credentials_refused, redirected, not_found), 0 for the others.",
+		}, []string{"cause"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "worker_contacts_api_calls_total", Help: "Calls to the Contacts API by result: ok, gone (a DELETE answered 404 or 410), or the failure's cause (unavailable, rate_limited, credentials_refused, redirected, not_found, rejected).",
+		}, []string{"result"}),
+		concurrencyLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "worker_contacts_api_concurrency_limit", Help: "Calls to the Contacts API this process allows in flight now: cut on 429s, grown with successes, between 1 and WORKER_MAX_IN_FLIGHT.",
+		}),
+		pace: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "worker_contacts_api_pace_per_second", Help: "Calls per second this process paces its calls to the Contacts API at since the API slowed it down (0: not paced).",
+		}),
+		pauses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "worker_contacts_api_pauses_total", Help: "Pauses of every call the Contacts API asked for (Retry-After on a 429 or 503).",
 		}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "worker_events_skipped_total", Help: "Records not applied again on taking a partition over, because the commit's metadata says they were finished.",
@@ -98,7 +127,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.events, m.retries, m.deadLettered, m.applyDuration, m.lag, m.dlqPublishFailures,
 		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped, m.parked, m.parkedEvents, m.stateWriteFailures, m.forwardFailures,
-		m.replayed, m.dlqRecords, m.contacts, m.stateLoad, m.stateSkipped)
+		m.replayed, m.dlqRecords, m.contacts, m.stateLoad, m.stateSkipped, m.fault, m.calls, m.concurrencyLimit, m.pace, m.pauses,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "worker_contacts_api_pause_seconds", Help: "Seconds every call to the Contacts API is still paused for, as the API asked (Retry-After, capped by WORKER_RATE_LIMIT_MAX_PAUSE); 0 when not paused.",
+		}, func() float64 {
+			if f := m.paused.Load(); f != nil {
+				return (*f)()
+			}
+			return 0
+		}))
+	for _, c := range contacts.Causes {
+		m.calls.WithLabelValues(string(c))
+		if apiWide(c) {
+			m.fault.WithLabelValues(string(c))
+		}
+	}
+	m.calls.WithLabelValues("ok")
+	m.calls.WithLabelValues("gone")
 	for _, reason := range []string{"unreadable", "foreign"} {
 		m.stateSkipped.WithLabelValues(reason) // exported at 0 from the start
 	}

@@ -84,8 +84,8 @@ type processor struct {
 	// API is the Contacts API the events are applied to.
 	API     contactsAPI
 	Retrier *retrier
-	// Outage, when set, is told of every call's result.
-	Outage       *outageDetector
+	// Health, when set, is told of every call's result.
+	Health       *apiHealth
 	DeadLetterer deadLetterer
 	// State, when set, keeps each contact's state (newest event applied,
 	// parking); the caller writes a changed state to the state topic.
@@ -100,13 +100,28 @@ type processor struct {
 	Now    func() time.Time
 }
 
+// stateChange says whether an event changed its contact's state, and
+// whether the change concerns parking.
+type stateChange uint8
+
+const (
+	stateUnchanged stateChange = iota
+	// stateChanged: the record must be written before the event's offset
+	// is committed; writes are batched (flushInterval).
+	stateChanged
+	// stateChangedParking: the contact was or is parked. Operators read
+	// parking from the state topic (--replay-list-parked, a release right
+	// after a dead letter), so the record is written at once.
+	stateChangedParking
+)
+
 // Process returns what became of the event, and whether its contact's
 // state changed (then its record must be written before the event's
 // offset is committed). Applied, DeadLettered, Parked, Discarded and Stale
 // let the offset be committed; Abandoned means ctx ended first (shutdown or
 // the partition revoked): the event was neither applied nor dead-lettered,
 // and another member will get it again.
-func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out eventOutcome, changed bool) {
+func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out eventOutcome, change stateChange) {
 	id, _ := record.Identity(m)
 	ctx, span := telemetry.StartProcess(ctx, p.Tracer, m, p.Group, trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key))))
 	defer func() {
@@ -134,11 +149,11 @@ func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out
 	v := decide(s, f)
 	r := p.carryOut(ctx, log, span, m, f, s, v)
 	if !keep || r.out == outcomeAbandoned {
-		return r.out, false
+		return r.out, stateUnchanged
 	}
 	n := next(s, f, v, r, p.Now().UTC())
 	if n.Equal(s) {
-		return r.out, false
+		return r.out, stateUnchanged
 	}
 	p.State.Put(m.Partition, contact, n)
 	p.Metrics.parked.Set(float64(p.State.Parked()))
@@ -152,7 +167,10 @@ func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out
 		log.Warn().Str("contact_id", contact).Str("head", s.Parked.Head.EventID).
 			Msg("head put back without the records parked behind it since the release read the DLQ: the contact stays parked; release it again")
 	}
-	return r.out, true
+	if s.IsParked() || n.IsParked() {
+		return r.out, stateChangedParking
+	}
+	return r.out, stateChanged
 }
 
 // facts reads what record m says of itself.
@@ -199,18 +217,23 @@ func (p *processor) apply(ctx context.Context, log zerolog.Logger, m *sarama.Con
 	span := trace.SpanFromContext(ctx)
 	span.SetAttributes(telemetry.EventType(ev.EventType))
 	attempt := 0
-	attempts, err := p.Retrier.Do(ctx, func(ctx context.Context) error {
+	attempts, err := p.Retrier.Do(ctx, ev.Data.ContactID, func(ctx context.Context) error {
 		attempt++
 		ctx, span := telemetry.Or(p.Tracer).Start(ctx, "apply "+ev.EventType, trace.WithAttributes(telemetry.Attempts(attempt)))
+		answered := func(context.Context, error) {}
+		if p.Health != nil {
+			answered = p.Health.Begin(ev.Data.ContactID)
+		}
 		err := call(ctx, p.API, ev)
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
 		}
 		span.End()
-		if p.Outage != nil {
-			p.Outage.Record(ctx, ev.Data.ContactID, err)
+		if ctx.Err() == nil || err == nil {
+			p.Metrics.calls.WithLabelValues(callResult(err)).Inc()
 		}
+		answered(ctx, err)
 		return err
 	},
 		func(attempt int, err error, wait time.Duration) {
@@ -290,6 +313,20 @@ type errParked string
 
 func (e errParked) Error() string {
 	return "parked behind " + string(e) + ", its contact's unresolved dead-lettered event"
+}
+
+// callResult is a call's result as worker_contacts_api_calls_total counts it.
+func callResult(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, contacts.ErrGone):
+		return "gone"
+	case contacts.CauseOf(err) != "":
+		return string(contacts.CauseOf(err))
+	default:
+		return string(contacts.CauseUnavailable)
+	}
 }
 
 func eventTypeLabel(t string) string {

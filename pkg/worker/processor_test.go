@@ -56,7 +56,7 @@ func (f *fakeDLQ) DeadLetter(ctx context.Context, _ *sarama.ConsumerMessage, fl 
 func newTestProcessor(api *fakeAPI, dlq *fakeDLQ) *processor {
 	return &processor{
 		API:          api,
-		Retrier:      newRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, nil),
+		Retrier:      newRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: 100 * time.Millisecond}, nil, nil),
 		DeadLetterer: dlq, Group: "contact-worker", Metrics: NewMetrics(prometheus.NewRegistry()), Log: zerolog.Nop(), Now: time.Now,
 	}
 }
@@ -142,7 +142,7 @@ func TestProcessExhaustedIsTransientKind(t *testing.T) {
 func TestProcessAbandonsOnStop(t *testing.T) {
 	api, dlq := &fakeAPI{results: []error{&contacts.TransientError{Status: 503, Err: errors.New("down")}}}, &fakeDLQ{}
 	p := newTestProcessor(api, dlq)
-	p.Retrier = newRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}, nil)
+	p.Retrier = newRetrier(config.Retry{InitialInterval: time.Hour, Multiplier: 2, MaxInterval: time.Hour, MaxElapsedTime: 10 * time.Hour}, nil, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
 	if got, _ := p.Process(ctx, msg(created)); got != outcomeAbandoned || len(dlq.failures) != 0 {

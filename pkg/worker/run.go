@@ -117,18 +117,27 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		return fmt.Errorf("joining consumer group %s: %w", w.GroupID, err)
 	}
 
-	outage := newOutageDetector(w.Outage, func(out bool, why string) {
-		if out {
+	// A fault of the API stops the partitions' loops from taking records;
+	// the consumer itself is not paused: sarama keeps a pause across a
+	// rebalance that gives a member the same partitions, and the new
+	// session would then get no record to probe with.
+	health := newAPIHealth(w.Outage, func(cause contacts.Cause, why string) {
+		if cause != "" {
 			metrics.outage.Set(1)
 			metrics.outages.Inc()
-			group.PauseAll() // no fetching while nothing new is taken
-			log.Error().Str("reason", why).Msg("contacts api outage: taking no new records, dead-lettering nothing by elapsed time, probing")
+			metrics.fault.WithLabelValues(string(cause)).Set(1)
+			log.Error().Str("cause", string(cause)).Str("reason", why).Msg("contacts api fault: taking no new records, dead-lettering nothing, probing")
 			return
 		}
 		metrics.outage.Set(0)
-		group.ResumeAll()
-		log.Info().Str("reason", why).Msg("contacts api outage over: resuming")
+		for _, c := range contacts.Causes {
+			if apiWide(c) {
+				metrics.fault.WithLabelValues(string(c)).Set(0)
+			}
+		}
+		log.Info().Str("reason", why).Msg("contacts api fault over: resuming")
 	})
+	gate := newCallGate(w.MaxInFlight, health, w.MaxCallsPerSecond, w.RateLimit.MaxPause, metrics)
 	// Reading committed offsets and the parked topic: a client of its own,
 	// so that neither waits behind the producers' requests.
 	readerClient, err := kafka.Connect(ctx, cfg.Kafka.Brokers, csc, log)
@@ -175,8 +184,8 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	api := contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight, contacts.WithTracerProvider(tracing.Provider))
 	handler := newDispatcher(&processor{
 		API:          api,
-		Retrier:      newRetrier(w.Retry, outage),
-		Outage:       outage,
+		Retrier:      newRetrier(w.Retry, gate, health),
+		Health:       health,
 		DeadLetterer: &publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Tracer: tracer, Log: log},
 		State:        state.Store,
 		Guard:        guard{MaxClockSkew: w.StaleGuard.MaxClockSkew},
@@ -185,7 +194,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		Tracer:       tracer,
 		Log:          log,
 		Now:          time.Now,
-	}, w, outage)
+	}, w, health)
 	handler.state = state
 	handler.partitions = func(topic string) (int32, error) {
 		if err := readerClient.RefreshMetadata(topic); err != nil {

@@ -182,7 +182,8 @@ func (t *stateTopic) forward(ctx context.Context, m *sarama.ConsumerMessage, to 
 }
 
 // flushInterval is how long changed states may wait to be written together;
-// flushBatch events waiting start a write at once. An event whose
+// flushBatch events waiting (or half the partition buffer, which also
+// bounds them) start a write at once. An event whose
 // contact's state changed is finished (its offset committable) once the
 // write that carries the state is acknowledged.
 const (
@@ -202,6 +203,7 @@ const (
 type stateFlush struct {
 	states    contactStates
 	partition int32
+	batch     int // events waiting that start a write at once
 	failed    prometheus.Counter
 	log       zerolog.Logger
 	dirty     map[string]struct{} // contacts changed since the last write started
@@ -209,7 +211,8 @@ type stateFlush struct {
 	inflight  []int64             // events the write in flight covers
 	writing   []string            // contacts of the write in flight
 	busy      bool
-	failures  int // in a row
+	urgent    bool // a waiting change concerns parking: written without waiting for the tick
+	failures  int  // in a row
 	retryAt   time.Time
 	gaveUp    bool // a write failed while stopping: nothing more is tried
 	results   chan flushResult
@@ -217,19 +220,23 @@ type stateFlush struct {
 
 type flushResult struct{ err error }
 
-func newStateFlush(states contactStates, partition int32, failed prometheus.Counter, log zerolog.Logger) *stateFlush {
-	return &stateFlush{states: states, partition: partition, failed: failed, log: log, dirty: map[string]struct{}{}, results: make(chan flushResult, 1)}
+// newStateFlush returns the partition's writer of states; a write starts
+// once batch events wait (at most flushBatch), or at the interval.
+func newStateFlush(states contactStates, partition int32, batch int, failed prometheus.Counter, log zerolog.Logger) *stateFlush {
+	return &stateFlush{states: states, partition: partition, batch: max(1, min(batch, flushBatch)), failed: failed, log: log, dirty: map[string]struct{}{}, results: make(chan flushResult, 1)}
 }
 
-// add records that the event at offset changed contact's state.
-func (f *stateFlush) add(contact string, offset int64) {
+// add records that the event at offset changed contact's state; urgent
+// (a change of parking) starts a write without waiting for the interval.
+func (f *stateFlush) add(contact string, offset int64, urgent bool) {
 	f.dirty[contact] = struct{}{}
 	f.waiting = append(f.waiting, offset)
+	f.urgent = f.urgent || urgent
 }
 
 // due reports whether a write should start now: events wait, none is in
-// flight, and the interval passed (tick), the batch is full or the
-// partition is stopping; after a failure, not before its backoff unless
+// flight, and the interval passed (tick), the batch is full, a change of
+// parking waits or the partition is stopping; after a failure, not before its backoff unless
 // stopping (one last try).
 func (f *stateFlush) due(stopping, tick bool) bool {
 	if f == nil || f.busy || len(f.waiting) == 0 || f.gaveUp {
@@ -238,7 +245,7 @@ func (f *stateFlush) due(stopping, tick bool) bool {
 	if stopping {
 		return true
 	}
-	return !time.Now().Before(f.retryAt) && (tick || len(f.waiting) >= flushBatch)
+	return !time.Now().Before(f.retryAt) && (tick || f.urgent || len(f.waiting) >= f.batch)
 }
 
 // count returns how many events wait for a write (or for the one in flight).
@@ -258,6 +265,7 @@ func (f *stateFlush) idle(stopping bool) bool {
 // its context is ctx's values without its end, bounded by stateWriteTimeout.
 func (f *stateFlush) start(ctx context.Context) {
 	f.busy = true
+	f.urgent = false
 	f.inflight, f.waiting = f.waiting, nil
 	f.writing = slices.Collect(maps.Keys(f.dirty))
 	clear(f.dirty)
@@ -286,6 +294,7 @@ func (f *stateFlush) end(r flushResult, stopping bool) []int64 {
 	for _, c := range f.writing {
 		f.dirty[c] = struct{}{}
 	}
+	f.urgent = true // after the backoff, at once: the write carried changes of parking, maybe
 	f.waiting = append(f.waiting, f.inflight...)
 	f.inflight, f.writing = nil, nil
 	ev := f.log.Error().Err(r.err).Int32("partition", f.partition).Int("events", len(f.waiting))

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
 
 	"github.com/acmecrm/integration-service/pkg/contacts"
 	"github.com/acmecrm/integration-service/pkg/contactstate"
@@ -133,8 +135,12 @@ func (r *parkingRig) processRecord(t *testing.T, m *sarama.ConsumerMessage, want
 	if got != want {
 		t.Fatalf("%s: %s, want %s", m.Value, got, want)
 	}
-	if after := r.store.Get(m.Partition, string(m.Key)); changed != !after.Equal(before) {
+	after := r.store.Get(m.Partition, string(m.Key))
+	if (changed != stateUnchanged) != !after.Equal(before) {
 		t.Errorf("%s: changed=%v, but the state went from %+v to %+v", m.Value, changed, before, after)
+	}
+	if parking := before.IsParked() || after.IsParked(); (changed == stateChangedParking) != parking && changed != stateUnchanged {
+		t.Errorf("%s: change %v, but parked before %v, after %v: a change of parking is written at once", m.Value, changed, before.IsParked(), after.IsParked())
 	}
 }
 
@@ -267,7 +273,7 @@ func TestParkingNeedsAContact(t *testing.T) {
 	r := newParkingRig()
 	m := r.record("", "bad", 0, false)
 	m.Value = []byte(`{"event_type":`)
-	if got, changed := r.p.Process(context.Background(), m); got != outcomeDeadLettered || changed {
+	if got, changed := r.p.Process(context.Background(), m); got != outcomeDeadLettered || changed != stateUnchanged {
 		t.Fatalf("%s (changed %v), want dead_lettered, no state", got, changed)
 	}
 	if r.store.Contacts() != 0 {
@@ -403,5 +409,45 @@ func TestParkingEventParkedDuringTheRelease(t *testing.T) {
 	}
 	if s := r.store.Get(3, "x"); s.Newest.EventID != "e3" {
 		t.Errorf("x's newest %q, want e3", s.Newest.EventID)
+	}
+}
+
+// A change of parking is written at once; other changes wait for the
+// interval or a full batch; after a failed write, not before its backoff.
+func TestStateFlushDue(t *testing.T) {
+	f := newStateFlush(nil, 0, 3, prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}), zerolog.Nop())
+	if f.due(false, true) {
+		t.Fatal("due with nothing waiting")
+	}
+	f.add("a", 1, false)
+	if f.due(false, false) {
+		t.Error("a routine change due before the interval")
+	}
+	if !f.due(false, true) || !f.due(true, false) {
+		t.Error("a routine change not due at the interval or when stopping")
+	}
+	f.add("b", 2, true)
+	if !f.due(false, false) {
+		t.Error("a change of parking not due at once")
+	}
+	f.urgent = false
+	f.add("c", 3, false)
+	if !f.due(false, false) {
+		t.Error("a full batch (3) not due at once")
+	}
+	f.busy, f.inflight, f.waiting, f.writing = true, f.waiting, nil, []string{"a", "b"}
+	f.urgent = false
+	if f.due(false, true) {
+		t.Error("due with a write in flight")
+	}
+	if done := f.end(flushResult{err: errors.New("broker down")}, false); len(done) != 0 {
+		t.Errorf("a failed write finished %v", done)
+	}
+	if f.due(false, false) || f.due(false, true) {
+		t.Error("due again before the failed write's backoff")
+	}
+	f.retryAt = time.Now().Add(-time.Millisecond)
+	if !f.due(false, false) {
+		t.Error("a failed write's changes (parking maybe among them) not due at once after the backoff")
 	}
 }
