@@ -182,7 +182,7 @@ func TestPrometheusRule(t *testing.T) {
 		}
 	}
 	want := []string{"AcmeGatewayNotReady", "AcmeGateway503Ratio", "AcmeWebhookSignatureFailures", "AcmeWorkerNotReady",
-		"AcmeConsumerLagGrowing", "AcmeDLQGrowing", "AcmeParkedContacts", "AcmeContactsAPIOutage"}
+		"AcmeConsumerLagGrowing", "AcmeDLQGrowing", "AcmeParkedContacts", "AcmeContactsAPIOutage", "AcmeContactsAPICredentialsRefused", "AcmeContactsAPIMisconfigured"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts %v, want %v", alerts, want)
 	}
@@ -299,4 +299,27 @@ tests:
           - exp_labels: {severity: critical}
       - {eval_time: 90m, alertname: AcmeParkedContacts}
       - {eval_time: 20m, alertname: AcmeWorkerNotReady}
+      - {eval_time: 20m, alertname: AcmeContactsAPICredentialsRefused}
+  # A token refused at night: one call a minute, each refused, no fault
+  # declared (too few contacts); a wrong base URL by day: a fault declared.
+  - interval: 1m
+    input_series:
+      - series: 'worker_contacts_api_calls_total{%[2]s,result="credentials_refused"}'
+        values: '0x5 1+1x20'
+      - series: 'worker_contacts_api_calls_total{%[2]s,result="ok"}'
+        values: '100x30'
+      - series: 'worker_contacts_api_fault{%[2]s,cause="not_found"}'
+        values: '0x5 1x10 0x10'
+    alert_rule_test:
+      - {eval_time: 5m, alertname: AcmeContactsAPICredentialsRefused}
+      - eval_time: 10m
+        alertname: AcmeContactsAPICredentialsRefused
+        exp_alerts:
+          - exp_labels: {severity: critical}
+      - {eval_time: 6m, alertname: AcmeContactsAPIMisconfigured}
+      - eval_time: 10m
+        alertname: AcmeContactsAPIMisconfigured
+        exp_alerts:
+          - exp_labels: {severity: critical}
+      - {eval_time: 25m, alertname: AcmeContactsAPIMisconfigured}
 `, `namespace="contacts",job="acme-acme-integration-gateway"`, `namespace="contacts",job="acme-acme-integration-worker"`)
