@@ -9,6 +9,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 runs=${RUNS:-5}
+fault_runs=${FAULT_RUNS:-3}
 out=bench/out
 mkdir -p "$out"
 raw=$out/worker-concurrency.txt
@@ -33,8 +34,11 @@ e2e=$repo/$out/e2e.test
 go test -c -o "$e2e" ./tests/e2e/
 {
   for i in $(seq 1 "$runs"); do
-    (cd tests/e2e && "$e2e" -test.run '^$' -test.bench 'BenchmarkWorkerLatencyBound|BenchmarkWorkerFailingContact|BenchmarkContactsClientCeiling|BenchmarkStateRebuild' \
-      -test.benchtime 1x -test.count 1 -test.timeout 30m 2>&1)
+    benches='BenchmarkWorkerLatencyBound|BenchmarkWorkerFailingContact|BenchmarkContactsClientCeiling|BenchmarkStateRebuild'
+    # The misbehaving-API benchmarks take minutes a round: FAULT_RUNS rounds.
+    [ "$i" -le "$fault_runs" ] && benches="$benches|BenchmarkWorkerPartialOutage|BenchmarkWorkerRateLimited"
+    (cd tests/e2e && "$e2e" -test.run '^$' -test.bench "$benches" \
+      -test.benchtime 1x -test.count 1 -test.timeout 60m 2>&1)
   done
   go test -run '^$' -bench 'BenchmarkStateMemory' -benchtime 1x -count "$runs" ./pkg/contactstate/ 2>&1
 } | tee "$raw" | grep -E '^(Benchmark|--- FAIL|FAIL)' >&2 || true
@@ -97,6 +101,30 @@ fc=BenchmarkWorkerFailingContact
   row "state: the same, contacts/s" BenchmarkStateRebuild contacts/s
   row "state: heap held per contact known, after that rebuild, bytes" BenchmarkStateRebuild bytes/contact
   row "state: heap held per contact, 1,000,000 contacts put in memory (no Kafka), bytes" BenchmarkStateMemory bytes/contact
+  # A misbehaving Contacts API: each line for this tree's worker and, with
+  # BASELINE_REV, the baseline's.
+  po=BenchmarkWorkerPartialOutage
+  rl=BenchmarkWorkerRateLimited
+  ws=-
+  [ -n "${BASELINE_REV:-}" ] && ws="current baseline"
+  for w in $ws; do
+    suffix="" who=""
+    case $w in
+      current) suffix=/worker=current who=", this tree's worker" ;;
+      baseline) suffix=/worker=baseline who=", the worker of $baseline" ;;
+    esac
+    row "partial outage: 600 contacts × 50 events, 1 worker, no fault (reference)$who, seconds until every event is applied" "$po/fault=none$suffix" s-healthy-applied checked
+    row "partial outage: 30 % of the contacts 503 for 30 s$who, seconds until the healthy contacts' events are applied" "$po/fault=30%$suffix" s-healthy-applied checked
+    row "partial outage: the same, seconds from the fault's end until the failing contacts' events are applied" "$po/fault=30%$suffix" s-failing-after-fault
+    row "partial outage: the same, faults of the whole API declared" "$po/fault=30%$suffix" api-faults
+    row "partial outage: the same, dead letters" "$po/fault=30%$suffix" dead-letters
+    echo "| partial outage$who: healthy contacts done ÷ the same run without the fault | $(ratio "$po/fault=30%$suffix" "$po/fault=none$suffix" s-healthy-applied) | | | |"
+    for c in "burst=2000/replicas=3" "burst=100/replicas=3" "burst=100/replicas=3/ceiling=650"; do
+      row "rate limit 2,000 calls/s ($c), 3 workers, 24,000 events$who, events/s first call to last" "$rl/limit=2000/$c$suffix" events/s checked
+      row "rate limit ($c)$who, % of calls answered 429" "$rl/limit=2000/$c$suffix" %429
+      row "rate limit ($c)$who, dead letters" "$rl/limit=2000/$c$suffix" dead-letters
+    done
+  done
   echo
   if [ -n "${BASELINE_REV:-}" ]; then
     echo "This tree ÷ $baseline (medians of the same run): default line $(ratio "$default/worker=current" "$default/worker=baseline" events/s), 20,000 contacts of one event each $(ratio "$distinct/worker=current" "$distinct/worker=baseline" events/s)."

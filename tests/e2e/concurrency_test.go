@@ -281,7 +281,7 @@ func TestWorkerOutageDeadLettersNothing(t *testing.T) {
 	if metric(t, wk, "worker_contacts_api_outage") != 0 || metric(t, wk, "worker_contacts_api_outages_total") != 1 {
 		t.Error("outage metrics: want the gauge back at 0 and one outage counted")
 	}
-	for _, line := range []string{"contacts api outage: taking no new records", "contacts api outage over: resuming"} {
+	for _, line := range []string{"contacts api fault: taking no new records", "contacts api fault over: resuming"} {
 		if !strings.Contains(wk.logs.String(), line) {
 			t.Errorf("no log line %q", line)
 		}

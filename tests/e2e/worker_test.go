@@ -222,6 +222,16 @@ func TestWorkerDeadLetters(t *testing.T) {
 	publishEvent(t, p, topic, "contact.created", "evt_rejected", "rejected", "B")
 	publishRaw(t, p, topic, "broken", `{"event_type": "contact.created", "event_id": `)
 	publishRaw(t, p, topic, "merged", `{"event_type":"contact.merged","event_id":"evt_merged","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"merged"}}`)
+	// "down" is given up on only with evidence that the API works for
+	// others: a call made after its first failure, answered (after's).
+	eventually(t, 10*time.Second, "down's first 503", func() bool {
+		for _, c := range api.Calls() {
+			if c.ContactID == "down" && c.Status == 503 {
+				return true
+			}
+		}
+		return false
+	})
 	publishEvent(t, p, topic, "contact.created", "evt_after", "after", "C")
 	eventually(t, 30*time.Second, "the event after the failures applied", func() bool { return firstName(t, api, "after") == "C" })
 

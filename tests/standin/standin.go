@@ -7,8 +7,9 @@
 //	DELETE /contacts/{id}      delete it (204; 404 when absent)
 //	GET    /contacts/{id}      read it back (200; 404 when absent)
 //	GET    /_standin/calls     every call so far, in order
-//	POST   /_standin/failures  {"contact_id":"…","status":503,"count":2,"for":"30s","retry_after":"1"}
+//	POST   /_standin/failures  {"contact_id":"…","status":503,"count":2,"for":"30s","retry_after":"1","share":0.3,"location":"…"}
 //	DELETE /_standin/failures  stop failing
+//	POST   /_standin/rate_limit {"per_second":2000,"burst":100}: beyond, 429 with Retry-After: 1 (0: no limit)
 //
 // It can also take a fixed time per call (SetLatency), and it notices a
 // contact's calls overlapping (Overlaps): a worker that applies one
@@ -17,11 +18,14 @@ package standin
 
 import (
 	"encoding/json"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Call is one request the stand-in answered.
@@ -49,8 +53,21 @@ type Failure struct {
 	For string `json:"for"`
 	// RetryAfter, when set, is sent as the Retry-After header.
 	RetryAfter string `json:"retry_after"`
+	// Share, when set, limits the failure to that share (0 to 1) of the
+	// contacts, chosen by a hash of their id: a failing shard of the API.
+	Share float64 `json:"share"`
+	// Location, when set, is sent as the Location header (with a 3xx).
+	Location string `json:"location"`
 
 	until time.Time
+}
+
+// InShare reports whether contact is among the share (0 to 1) of contacts
+// a Failure with that Share hits.
+func InShare(contact string, share float64) bool {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(contact))
+	return float64(h.Sum32()%10000) < share*10000
 }
 
 // Server is the stand-in. Its zero value is not usable; call New.
@@ -63,6 +80,7 @@ type Server struct {
 	calls    []Call
 	failures []*Failure
 	latency  time.Duration
+	limit    *rate.Limiter // nil: no rate limit
 	// Calls in progress, per contact and in all, to catch a contact's
 	// events applied concurrently (overlaps) and to see the concurrency.
 	active        map[string]int
@@ -98,6 +116,27 @@ func (s *Server) MaxConcurrent() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.maxConcurrent
+}
+
+// SetToken makes the stand-in require token as bearer token from now on
+// (an expired or rotated token on the API's side).
+func (s *Server) SetToken(token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.token = token
+}
+
+// SetRateLimit makes the stand-in answer at most perSecond calls a second
+// (a token bucket of burst calls, as most APIs limit), and 429 with
+// Retry-After: 1 beyond; 0 removes the limit.
+func (s *Server) SetRateLimit(perSecond float64, burst int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if perSecond <= 0 {
+		s.limit = nil
+		return
+	}
+	s.limit = rate.NewLimiter(rate.Limit(perSecond), max(1, burst))
 }
 
 // Fail adds a failure rule; rules are checked in the order added.
@@ -162,6 +201,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/_standin/failures" && r.Method == http.MethodDelete:
 		s.ClearFailures()
 		w.WriteHeader(http.StatusNoContent)
+	case r.URL.Path == "/_standin/rate_limit" && r.Method == http.MethodPost:
+		var l struct {
+			PerSecond float64 `json:"per_second"`
+			Burst     int     `json:"burst"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&l); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want {\"per_second\": N, \"burst\": M}"})
+			return
+		}
+		s.SetRateLimit(l.PerSecond, l.Burst)
+		writeJSON(w, http.StatusOK, l)
 	case strings.HasPrefix(r.URL.Path, "/contacts/"):
 		s.contact(w, r, strings.TrimPrefix(r.URL.Path, "/contacts/"))
 	default:
@@ -220,13 +270,21 @@ func (s *Server) contact(w http.ResponseWriter, r *http.Request, id string) {
 		}
 		writeJSON(w, status, v)
 	}
-	if s.token != "" && r.Header.Get("Authorization") != "Bearer "+s.token {
+	if s.limit != nil && !s.limit.Allow() {
+		w.Header().Set("Retry-After", "1")
+		answer(http.StatusTooManyRequests, map[string]string{"error": "rate limit"})
+		return
+	}
+	if s.token != "" && r.Header.Get("Authorization") != "Bearer "+s.token { // s.mu is held
 		answer(http.StatusUnauthorized, map[string]string{"error": "bad or missing bearer token"})
 		return
 	}
 	if f := s.failing(id); f != nil {
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
+		}
+		if f.Location != "" {
+			w.Header().Set("Location", f.Location)
 		}
 		answer(f.Status, map[string]string{"error": "failing as told"})
 		return
@@ -263,7 +321,7 @@ func (s *Server) contact(w http.ResponseWriter, r *http.Request, id string) {
 func (s *Server) failing(id string) *Failure {
 	now := time.Now()
 	for i, f := range s.failures {
-		if f.ContactID != "" && f.ContactID != id {
+		if f.ContactID != "" && f.ContactID != id || f.Share > 0 && !InShare(id, f.Share) {
 			continue
 		}
 		if !f.until.IsZero() && now.After(f.until) {
