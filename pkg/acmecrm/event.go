@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // The event types AcmeCRM sends.
@@ -28,6 +29,18 @@ type Event struct {
 	Data      Contact   `json:"data"`
 }
 
+// Known reports whether e's type is one this service knows how to apply.
+// An event of another type (one AcmeCRM adds tomorrow) is well-formed:
+// the gateway accepts it, the worker dead-letters it as unsupported, to be
+// replayed by a release that supports it.
+func (e Event) Known() bool { return knownType(e.EventType) }
+
+// UnknownTypeProblem says why an event of an unknown type is refused where
+// the strict rule holds (GATEWAY_STRICT_EVENT_TYPES).
+func UnknownTypeProblem(t string) string {
+	return fmt.Sprintf("event_type %q is not one of %s, %s, %s", t, ContactCreated, ContactUpdated, ContactDeleted)
+}
+
 // Contact is the data of an event, in AcmeCRM's field names.
 type Contact struct {
 	ContactID string `json:"contact_id"`
@@ -35,6 +48,37 @@ type Contact struct {
 	LastName  string `json:"acme_last_name"`
 	Email     string `json:"acme_email"`
 	Phone     string `json:"acme_phone"`
+}
+
+// MaxIdentifierBytes bounds event_id and data.contact_id: the contact id
+// is a Kafka key and a URL path segment, the event id an Idempotency-Key
+// header, in every system the event reaches.
+const MaxIdentifierBytes = 255
+
+// identifierProblem says why id cannot be carried as it is, "" when it
+// can. Every identifier: at most MaxIdentifierBytes bytes, no control
+// character (C0, DEL, C1: not allowed in an HTTP field value, RFC 9110
+// §5.5, and invisible in logs). A contact id (segment) is also one URL path
+// segment of the Contacts API as it is: no "/" or "\" (proxies and
+// servers decode %2F and split on it, or treat "\" as "/"), and not "."
+// or ".." (dot-segments, RFC 3986 §5.2.4, which clients and proxies
+// remove).
+func identifierProblem(id string, segment bool) string {
+	if len(id) > MaxIdentifierBytes {
+		return fmt.Sprintf("is %d bytes, more than %d", len(id), MaxIdentifierBytes)
+	}
+	for _, r := range id {
+		if unicode.IsControl(r) {
+			return fmt.Sprintf("holds the control character %U", r)
+		}
+		if segment && (r == '/' || r == '\\') {
+			return fmt.Sprintf("holds %q: it must be one URL path segment", r)
+		}
+	}
+	if segment && (id == "." || id == "..") {
+		return fmt.Sprintf("is %q, a dot-segment (RFC 3986) that HTTP clients remove from a URL", id)
+	}
+	return ""
 }
 
 // ErrNotJSONObject means the body is not a JSON object at all (400).
@@ -78,10 +122,12 @@ func Parse(body []byte) (Event, error) {
 		return ""
 	}
 	ev.EventType = str(f.eventType, "event_type")
-	if ev.EventType != "" && !knownType(ev.EventType) {
-		problems = append(problems, fmt.Sprintf("event_type %q is not one of %s, %s, %s", ev.EventType, ContactCreated, ContactUpdated, ContactDeleted))
-	}
 	ev.EventID = str(f.eventID, "event_id")
+	if ev.EventID != "" {
+		if why := identifierProblem(ev.EventID, false); why != "" {
+			problems = append(problems, "event_id "+why)
+		}
+	}
 	if ts := str(f.timestamp, "timestamp"); ts != "" {
 		// RFC 3339 (§5.6) allows a lowercase t and z; Go's layout wants them upper.
 		t, err := time.Parse(time.RFC3339Nano, strings.Map(func(r rune) rune {
@@ -102,6 +148,11 @@ func Parse(body []byte) (Event, error) {
 		problems = append(problems, "data is not an object")
 	default:
 		ev.Data.ContactID = str(f.contactID, "data.contact_id")
+		if ev.Data.ContactID != "" {
+			if why := identifierProblem(ev.Data.ContactID, true); why != "" {
+				problems = append(problems, "data.contact_id "+why)
+			}
+		}
 		// The names are optional: absent or null, they are empty.
 		for _, o := range []struct {
 			f    field

@@ -2,10 +2,12 @@ package acmecrm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"unicode/utf8"
 
@@ -30,6 +32,12 @@ var (
 	// forbids it, and parsers disagree on which one wins: a body read one
 	// way here and another way by another consumer is a known attack.
 	ErrDuplicateKey = errors.New("body has an object with a duplicate key")
+	// ErrUnpairedSurrogate: a string escapes half of a UTF-16 surrogate
+	// pair (\ud800 alone). I-JSON (RFC 7493 §2.1) forbids it: it names no
+	// character, decoders replace it with U+FFFD, and two different ids
+	// ("a\ud800", "a\udbff") would become one key, one URL, one
+	// Idempotency-Key.
+	ErrUnpairedSurrogate = errors.New("body has a string with an unpaired UTF-16 surrogate escape (I-JSON, RFC 7493)")
 )
 
 // field is one member of the event Parse reads, as found in the body.
@@ -98,9 +106,9 @@ func scan(body []byte, f *fields) error {
 	s := scanners.Get().(*scanner)
 	defer scanners.Put(s)
 	s.r.Reset(body)
-	// Escaped lone surrogates (\ud800) were accepted by the encoding/json
-	// reading this replaced; they stay accepted (the bytes are valid UTF-8).
-	s.dec.Reset(&s.r, jsontext.AllowInvalidUTF8(true))
+	// The bytes are valid UTF-8 (above): what the decoder still finds
+	// invalid is an escaped lone surrogate.
+	s.dec.Reset(&s.r, jsontext.AllowInvalidUTF8(false))
 	defer s.r.Reset(nil) // do not keep the body alive in the pool
 	err := s.walk(f)
 	var se *jsontext.SyntacticError
@@ -109,6 +117,8 @@ func scan(body []byte, f *fields) error {
 		return err
 	case errors.As(err, &se) && errors.Is(err, jsontext.ErrDuplicateName):
 		return fmt.Errorf("%w: %q", ErrDuplicateKey, se.JSONPointer.LastToken())
+	case errors.As(err, &se) && strings.Contains(se.Err.Error(), "surrogate pair"):
+		return fmt.Errorf("%w: at %s", ErrUnpairedSurrogate, cmp.Or(string(se.JSONPointer), "the top"))
 	case err == io.EOF:
 		err = io.ErrUnexpectedEOF
 	}
@@ -214,9 +224,9 @@ func (s *scanner) unquoteString(v jsontext.Value) (string, error) {
 	return unescape(v)
 }
 
-// unescape reads an escaped JSON string as encoding/json does, a lone
-// surrogate (\ud800) as U+FFFD: the rare escaped string is not worth a
-// second reading of its own.
+// unescape reads an escaped JSON string as encoding/json does (a lone
+// surrogate never gets here: the decoder refused it): the rare escaped
+// string is not worth a reader of its own.
 func unescape(v jsontext.Value) (string, error) {
 	var str string
 	err := json.Unmarshal(v, &str)

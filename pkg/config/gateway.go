@@ -50,6 +50,10 @@ type GatewayServer struct {
 	// PprofAddr, when set, serves Go's profiling endpoints on a listener of
 	// its own (never the webhook port). Off by default.
 	PprofAddr string `mapstructure:"pprof_addr"`
+	// StrictEventTypes refuses (422) an event whose event_type is not one
+	// the worker knows. Off by default: an authentic event of a type
+	// AcmeCRM adds is accepted and kept (most senders take a 4xx as final).
+	StrictEventTypes bool `mapstructure:"strict_event_types"`
 }
 
 // RecordOverheadBytes is the room kept in a record beside the body for the
@@ -75,6 +79,7 @@ var GatewaySettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "gateway.write_timeout", Kind: Duration, Usage: "HTTP write timeout"},
 	Setting{Key: "gateway.idle_timeout", Kind: Duration, Usage: "HTTP keep-alive idle timeout"},
 	Setting{Key: "gateway.shutdown_timeout", Kind: Duration, Usage: "bounded drain on SIGTERM"},
+	Setting{Key: "gateway.strict_event_types", Kind: Bool, Usage: "refuse (422) events of a type the worker does not know, instead of accepting them for a later release"},
 	Setting{Key: "gateway.pprof_addr", Kind: String, Usage: "listen address of Go's /debug/pprof endpoints, on their own port (empty: off)"},
 )
 

@@ -25,6 +25,7 @@ type Metrics struct {
 	inFlight       prometheus.Gauge
 	enqueue        *prometheus.HistogramVec
 	producerErrors prometheus.Counter
+	accepted       *prometheus.CounterVec
 	rejections     *prometheus.CounterVec
 	overloaded     prometheus.Counter
 	inflightBytes  prometheus.Gauge
@@ -90,6 +91,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gateway_enqueue_duration_seconds", Help: "Time from handing a record to the producer to Kafka's acks=all answer, by outcome.",
 			Buckets: latencyBuckets,
 		}, []string{"outcome"}),
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_events_accepted_total", Help: "Events enqueued (answered 202), by event_type: types the worker does not know yet show here first.",
+		}, []string{"event_type"}),
 		producerErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gateway_producer_errors_total", Help: "Records Kafka did not acknowledge in time or refused (answered 503).",
 		}),
@@ -103,7 +107,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gateway_inflight_body_bytes", Help: "Bytes of bodies reserved by the requests being served (at most GATEWAY_MAX_INFLIGHT_BYTES).",
 		}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.inFlight, m.enqueue, m.producerErrors, m.rejections, m.overloaded, m.inflightBytes)
+	reg.MustRegister(m.requests, m.duration, m.inFlight, m.enqueue, m.producerErrors, m.accepted, m.rejections, m.overloaded, m.inflightBytes)
 	m.series = map[seriesKey]series{}
 	m.acked, m.failed = m.enqueue.WithLabelValues("acked"), m.enqueue.WithLabelValues("failed")
 	return m

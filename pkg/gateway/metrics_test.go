@@ -16,5 +16,6 @@ func TestMetricsAreTheDocumentedOnes(t *testing.T) {
 	// Vectors appear once they have a child.
 	m.seriesOf("/webhooks/acmecrm", "POST", 202)
 	m.rejected("signature_mismatch")
+	m.accepted.WithLabelValues("contact.created")
 	metricsdoc.Check(t, "../../docs/gateway.md", regexp.MustCompile("`(gateway_[a-z_]+)"), reg)
 }

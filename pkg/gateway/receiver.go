@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
@@ -38,6 +39,8 @@ type receiver struct {
 	MaxBodyBytes   int64
 	EnqueueTimeout time.Duration
 	RetryAfter     time.Duration
+	// StrictTypes refuses events of a type the worker does not know.
+	StrictTypes bool
 	// Budget, when set, bounds the bytes of bodies in flight.
 	Budget  *semaphore.Weighted
 	Metrics *Metrics
@@ -58,9 +61,13 @@ const (
 	codeInvalidUTF8          = "invalid_utf8"
 	codeJSONTooDeep          = "json_too_deep"
 	codeDuplicateKey         = "duplicate_key"
+	codeUnpairedSurrogate    = "unpaired_surrogate"
+	codeUnsupportedEncoding  = "unsupported_content_encoding"
 	codeOverloaded           = "overloaded"
 	codeInvalidEvent         = "invalid_event"
 	codeKafkaUnavailable     = "kafka_unavailable"
+	codeRecordTooLarge       = "record_too_large"
+	codeRecordRefused        = "record_refused"
 	codeNotFound             = "not_found"
 )
 
@@ -86,6 +93,13 @@ func (h *receiver) Serve(c echo.Context) error {
 	}
 	if !isJSON(req.Header.Get(echo.HeaderContentType)) {
 		return fail(c, http.StatusUnsupportedMediaType, codeUnsupportedMediaType, "Content-Type must be application/json", nil)
+	}
+	if !identityCoded(req.Header.Values(echo.HeaderContentEncoding)) {
+		// No content coding is decoded (RFC 9110 §8.4): the signature covers
+		// the bytes as sent, and a body taken as it is would be stored
+		// still encoded. 415 with Accept-Encoding says what is (RFC 7694).
+		c.Response().Header().Set(echo.HeaderAcceptEncoding, "identity")
+		return h.beforeBody(c, fail(c, http.StatusUnsupportedMediaType, codeUnsupportedEncoding, "Content-Encoding must be identity (or absent): no coding is decoded", nil))
 	}
 	tooLarge := func() error {
 		return fail(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, "body exceeds "+strconv.FormatInt(h.MaxBodyBytes, 10)+" bytes", nil)
@@ -143,10 +157,15 @@ func (h *receiver) Serve(c echo.Context) error {
 		return fail(c, http.StatusBadRequest, codeJSONTooDeep, err.Error(), nil)
 	case errors.Is(err, acmecrm.ErrDuplicateKey):
 		return fail(c, http.StatusBadRequest, codeDuplicateKey, err.Error(), nil)
+	case errors.Is(err, acmecrm.ErrUnpairedSurrogate):
+		return fail(c, http.StatusBadRequest, codeUnpairedSurrogate, err.Error(), nil)
 	case err != nil:
 		return fail(c, http.StatusBadRequest, codeInvalidJSON, err.Error(), nil)
 	}
 	c.Set(ctxEventID, ev.EventID)
+	if !ev.Known() && h.StrictTypes {
+		return fail(c, http.StatusUnprocessableEntity, codeInvalidEvent, "the event breaks the AcmeCRM event rules", []string{acmecrm.UnknownTypeProblem(ev.EventType)})
+	}
 
 	msg := record.NewEventMessage(h.Topic, ev, body, req.Header.Get(webhook.HeaderID), receivedAt)
 	// The record carries the trace: traceparent names the send below, the
@@ -165,11 +184,22 @@ func (h *receiver) Serve(c echo.Context) error {
 	err = h.Enqueuer.Enqueue(sendCtx, msg)
 	h.Metrics.enqueued(time.Since(start), err)
 	if err == nil {
+		h.Metrics.accepted.WithLabelValues(ev.EventType).Inc()
+	}
+	if err == nil {
 		telemetry.Sent(span, msg)
 	}
 	endSpan(span, err)
 	if err != nil {
 		c.Set(ctxError, err)
+		// What Kafka refuses for the record itself never succeeds when
+		// sent again: not "try again" (a 503 would be retried for days).
+		switch {
+		case errors.Is(err, sarama.ErrMessageSizeTooLarge):
+			return fail(c, http.StatusRequestEntityTooLarge, codeRecordTooLarge, "Kafka refuses a record this large (the topic's max.message.bytes): sending it again cannot succeed", nil)
+		case errors.Is(err, sarama.ErrInvalidRecord), errors.Is(err, sarama.ErrInvalidMessage), errors.Is(err, sarama.ErrInvalidTimestamp):
+			return fail(c, http.StatusUnprocessableEntity, codeRecordRefused, "Kafka refuses this record: sending it again cannot succeed", []string{"kafka: " + err.Error()})
+		}
 		h.retryAfter(c)
 		return fail(c, http.StatusServiceUnavailable, codeKafkaUnavailable, "the event could not be enqueued; send it again", nil)
 	}
@@ -259,6 +289,19 @@ func isJSON(contentType string) bool {
 		return false
 	}
 	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+}
+
+// identityCoded reports whether the Content-Encoding field values name no
+// coding but identity (RFC 9110 §8.4: a comma-separated list).
+func identityCoded(values []string) bool {
+	for _, v := range values {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // reasonOf labels a verification failure for the metrics.

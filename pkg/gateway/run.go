@@ -71,6 +71,7 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 		MaxBodyBytes:   int64(g.MaxBodyBytes),
 		EnqueueTimeout: g.EnqueueTimeout,
 		RetryAfter:     g.RetryAfter,
+		StrictTypes:    g.StrictEventTypes,
 		Budget:         semaphore.NewWeighted(g.MaxInflightBytes),
 		Metrics:        metrics,
 		Tracer:         tracing.Tracer("github.com/acmecrm/integration-service/pkg/gateway"),
@@ -137,6 +138,11 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 		return err
 	}
 	defer kafka.Close(client, "kafka client", log)
+	if err := checkRecordLimit(client, cfg.Kafka.Topic, g.MaxBodyBytes, log); err != nil {
+		cancel()
+		_ = group.Wait()
+		return err
+	}
 	ap, err := sarama.NewAsyncProducerFromClient(client)
 	if err != nil {
 		cancel()
@@ -222,4 +228,35 @@ func (l *lateEnqueuer) Enqueue(ctx context.Context, msg *sarama.ProducerMessage)
 		return errKafkaNotConnected
 	}
 	return p.Enqueue(ctx, msg)
+}
+
+// checkRecordLimit refuses to start when the events topic's
+// max.message.bytes cannot hold the largest body the gateway accepts
+// (GATEWAY_MAX_BODY_BYTES) with its key and headers: such a webhook would
+// be answered "try again" forever. A topic whose configuration cannot be
+// read (no DescribeConfigs ACL) is logged and trusted.
+func checkRecordLimit(client sarama.Client, topic string, maxBody int, log zerolog.Logger) error {
+	admin, err := sarama.NewClusterAdminFromClient(client) // closed with the client
+	if err != nil {
+		return fmt.Errorf("kafka admin: %w", err)
+	}
+	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"max.message.bytes"}})
+	if err != nil {
+		log.Warn().Err(err).Str("topic", topic).Msg("reading the topic's max.message.bytes; not checked against GATEWAY_MAX_BODY_BYTES")
+		return nil
+	}
+	for _, e := range entries {
+		if e.Name != "max.message.bytes" {
+			continue
+		}
+		limit, err := strconv.Atoi(e.Value)
+		if err != nil {
+			return nil
+		}
+		if need := maxBody + config.RecordOverheadBytes; limit < need {
+			return fmt.Errorf("topic %s's max.message.bytes is %d: it cannot hold a body of GATEWAY_MAX_BODY_BYTES=%d plus %d bytes of key and headers; lower GATEWAY_MAX_BODY_BYTES to %d or raise the topic's max.message.bytes to %d",
+				topic, limit, maxBody, config.RecordOverheadBytes, max(0, limit-config.RecordOverheadBytes), need)
+		}
+	}
+	return nil
 }

@@ -51,6 +51,10 @@ const (
 	KindPermanent Kind = "permanent"
 	// KindInvalid: the record cannot be parsed or has an unknown event type.
 	KindInvalid Kind = "invalid"
+	// KindUnsupported: a well-formed event of a type this worker does not
+	// know (one AcmeCRM added): never applied, its contact never parked;
+	// replay it (--replay-event-type) once a release supports the type.
+	KindUnsupported Kind = "unsupported"
 	// KindParked: not tried; an earlier event of the same contact is in
 	// the DLQ unresolved, and this one waits behind it, in order.
 	KindParked Kind = "parked"
