@@ -55,8 +55,17 @@ type WorkerFleet struct {
 	StaleGuard StaleGuard `mapstructure:"stale_guard"`
 	// Replay holds the DLQ replay mode's settings.
 	Replay Replay `mapstructure:"replay"`
+	// DLQSummary prints a summary of the DLQ (counts per kind, event type
+	// and error, its age, the parked contacts, what a routine replay would
+	// read) and exits; it changes nothing.
+	DLQSummary bool `mapstructure:"dlq_summary"`
+	// Output is the format of DLQSummary: json or table.
+	Output string `mapstructure:"output"`
 	// HTTPAddr serves /healthz, /readyz and /metrics.
 	HTTPAddr string `mapstructure:"http_addr"`
+	// PprofAddr, when set, serves Go's profiling endpoints on a listener of
+	// its own (never the metrics port). Off by default.
+	PprofAddr string `mapstructure:"pprof_addr"`
 	// ShutdownTimeout bounds the stop on SIGTERM.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 }
@@ -153,6 +162,9 @@ type Replay struct {
 	// ContactIDs are parked contacts to release: each one's head and parked
 	// events are replayed in their order (latest copy of each).
 	ContactIDs []string `mapstructure:"contact_id"`
+	// ContactIDFile names a file of contact ids to release, one a line:
+	// any id the gateway accepts, commas included (the flag splits on them).
+	ContactIDFile string `mapstructure:"contact_id_file"`
 	// DiscardEventID, with one ContactID, is a head event never to apply.
 	DiscardEventID string `mapstructure:"discard_event_id"`
 	// ListParked lists the parked contacts instead of replaying.
@@ -197,14 +209,17 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.stale_guard.horizon", Kind: Duration, Usage: "how long a contact's state is kept after its last change (the state topic's retention.ms); at least the DLQ's retention"},
 	Setting{Key: "worker.stale_guard.max_clock_skew", Kind: Duration, Usage: "how far an event's timestamp may be ahead of its arrival; beyond, it is invalid"},
 	Setting{Key: "worker.replay.dlq", Kind: Bool, Usage: "replay dead-lettered events to the events topic, then exit"},
+	Setting{Key: "worker.dlq_summary", Kind: Bool, Usage: "print a summary of the DLQ (per kind, event type and error; age; parked contacts; what a routine replay would read), then exit; read only"},
+	Setting{Key: "worker.output", Kind: String, Usage: "format of --dlq-summary: json or table"},
 	Setting{Key: "worker.replay.group_id", Kind: String, Usage: "consumer group remembering the replay position"},
 	Setting{Key: "worker.replay.from_beginning", Kind: Bool, Usage: "replay: ignore the remembered position, read the whole DLQ"},
 	Setting{Key: "worker.replay.event_type", Kind: StringList, Usage: "replay: only these event types (repeatable or comma-separated)"},
 	Setting{Key: "worker.replay.event_id", Kind: StringList, Usage: "replay: only these event ids (repeatable or comma-separated)"},
-	Setting{Key: "worker.replay.error_kind", Kind: StringList, Usage: "replay: only these kinds: transient, permanent, invalid, parked"},
+	Setting{Key: "worker.replay.error_kind", Kind: StringList, Usage: "replay: only these kinds: transient, permanent, invalid, parked, unsupported"},
 	Setting{Key: "worker.replay.since", Kind: String, Usage: "replay: only records dead-lettered at or after this RFC 3339 time"},
 	Setting{Key: "worker.replay.until", Kind: String, Usage: "replay: only records dead-lettered before this RFC 3339 time"},
 	Setting{Key: "worker.replay.contact_id", Kind: StringList, Usage: "replay: release these parked contacts: replay each one's dead-lettered head and parked events, in order"},
+	Setting{Key: "worker.replay.contact_id_file", Kind: String, Usage: "replay: release the parked contacts listed in this file, one id a line (any id, commas included; - reads standard input)"},
 	Setting{Key: "worker.replay.discard_event_id", Kind: String, Usage: "replay with --replay-contact-id: never apply this head event; release what follows it"},
 	Setting{Key: "worker.replay.list_parked", Kind: Bool, Usage: "replay: list the parked contacts (head event, count) and exit"},
 	Setting{Key: "worker.replay.actor", Kind: String, Usage: "replay: who runs it, for the summary line (default: $USER@host)"},
@@ -213,6 +228,7 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.replay.max_count", Kind: Int, Usage: "replay loop guard: hold records already replayed this many times"},
 	Setting{Key: "worker.replay.rate", Kind: Float, Usage: "replay: records per second at most (0: no limit)"},
 	Setting{Key: "worker.http_addr", Kind: String, Usage: "address of /healthz, /readyz and /metrics"},
+	Setting{Key: "worker.pprof_addr", Kind: String, Usage: "listen address of Go's /debug/pprof endpoints, on their own port (empty: off)"},
 	Setting{Key: "worker.shutdown_timeout", Kind: Duration, Usage: "bounded stop on SIGTERM"},
 )
 
@@ -248,7 +264,10 @@ func (c Worker) validate() error {
 	if c.Kafka.ParkedTopic == c.Kafka.Topic || c.Kafka.ParkedTopic == c.Kafka.DLQTopic {
 		return ss.Invalid("kafka.parked_topic", "must differ from the events and dead-letter topics")
 	}
-	if w.Replay.DLQ {
+	if w.Output != "json" && w.Output != "table" {
+		return ss.Invalid("worker.output", "%q is not json or table", w.Output)
+	}
+	if w.Replay.DLQ || w.DLQSummary {
 		return w.Replay.validate(ss) // a replay never calls the Contacts API
 	}
 	if err := ss.Required("worker.contacts_api_url", w.ContactsAPIURL == ""); err != nil {
@@ -305,8 +324,8 @@ func (r Replay) validate(ss Settings) error {
 		return err
 	}
 	for _, k := range r.ErrorKinds {
-		if k != "transient" && k != "permanent" && k != "invalid" && k != "parked" {
-			return ss.Invalid("worker.replay.error_kind", "%q is not transient, permanent, invalid or parked", k)
+		if k != "transient" && k != "permanent" && k != "invalid" && k != "parked" && k != "unsupported" {
+			return ss.Invalid("worker.replay.error_kind", "%q is not transient, permanent, invalid, parked or unsupported", k)
 		}
 	}
 	if r.DiscardEventID != "" && len(r.ContactIDs) != 1 {

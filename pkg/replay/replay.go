@@ -1,11 +1,14 @@
 package replay
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -74,6 +77,13 @@ type line struct {
 func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolog.Logger, out io.Writer) (Summary, error) {
 	r := cfg.Fleet.Replay
 	sum := Summary{Summary: true, Action: "replay", Actor: r.Actor, At: time.Now().UTC(), DryRun: r.DryRun}
+	if r.ContactIDFile != "" {
+		ids, err := readIDs(r.ContactIDFile)
+		if err != nil {
+			return sum, err
+		}
+		r.ContactIDs = append(r.ContactIDs, ids...)
+	}
 	if sum.Actor == "" {
 		sum.Actor = defaultActor()
 	}
@@ -317,4 +327,33 @@ func (rp *run) commit(offsets sarama.OffsetManager, pom sarama.PartitionOffsetMa
 	default:
 		return cause
 	}
+}
+
+// readIDs reads one contact id a line from file ("-": standard input),
+// blank lines skipped. An id is taken as it is, commas and spaces
+// included: the gateway accepts them (docs/gateway.md).
+func readIDs(file string) ([]string, error) {
+	var r io.Reader = os.Stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("contact id file: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	var ids []string
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if line := strings.TrimSuffix(sc.Text(), "\r"); strings.TrimSpace(line) != "" {
+			ids = append(ids, line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("contact id file: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("contact id file %s lists no contact", file)
+	}
+	return ids, nil
 }

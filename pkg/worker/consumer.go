@@ -22,6 +22,9 @@ import (
 // dead-lettered.
 type dispatcher struct {
 	proc *processor
+	// active bounds the events active at once in the process, across its
+	// partitions (activePerSlot × WORKER_MAX_IN_FLIGHT).
+	active chan struct{}
 	// buffer bounds one partition's records read and not finished, and
 	// bufferBytes their size (keys, values and headers).
 	buffer      int
@@ -55,7 +58,53 @@ type dispatcher struct {
 const metadataInterval = 500 * time.Millisecond
 
 func newDispatcher(proc *processor, w config.WorkerFleet, health *apiHealth) *dispatcher {
-	return &dispatcher{proc: proc, buffer: w.PartitionBuffer, bufferBytes: w.PartitionBufferBytes, ordering: w.Ordering, health: health}
+	return &dispatcher{proc: proc, buffer: w.PartitionBuffer, bufferBytes: w.PartitionBufferBytes, ordering: w.Ordering, health: health,
+		active: make(chan struct{}, activePerSlot*w.MaxInFlight)}
+}
+
+// activePerSlot × WORKER_MAX_IN_FLIGHT events may be active at once in a
+// process (started, and not waiting between retries): enough to keep every
+// call slot busy, few enough that thousands of ready events (a partition
+// buffer of distinct contacts on each partition) do not each hold a
+// goroutine and its grown stack while they wait for a slot.
+const activePerSlot = 2
+
+// activeToken is an event's admission: held while it is active, given back
+// while it waits between retries (so a waiting event holds nothing) and when
+// it ends. Used by the event's goroutine only.
+type activeToken struct {
+	ch   chan struct{}
+	held bool
+}
+
+type activeTokenKey struct{}
+
+// release gives the token back, if held.
+func (t *activeToken) release() {
+	if t != nil && t.held {
+		<-t.ch
+		t.held = false
+	}
+}
+
+// acquire takes the token again, or returns ctx's error.
+func (t *activeToken) acquire(ctx context.Context) error {
+	if t == nil || t.held {
+		return nil
+	}
+	select {
+	case t.ch <- struct{}{}:
+		t.held = true
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// tokenOf returns the token ctx carries, nil when none.
+func tokenOf(ctx context.Context) *activeToken {
+	t, _ := ctx.Value(activeTokenKey{}).(*activeToken)
+	return t
 }
 
 // Setup reads the events topic's partition count for the session.
@@ -112,8 +161,11 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 	labels := []string{topic, strconv.Itoa(int(partition))}
 	m := h.proc.Metrics
 	lag, buffered, wmLag := m.lag.WithLabelValues(labels...), m.buffered.WithLabelValues(labels...), m.watermarkLag.WithLabelValues(labels...)
+	oldest := m.oldestUnfinished.WithLabelValues(labels...)
 	defer m.buffered.DeleteLabelValues(labels...)
 	defer m.watermarkLag.DeleteLabelValues(labels...)
+	defer m.oldestUnfinished.DeleteLabelValues(labels...)
+	defer m.lag.DeleteLabelValues(labels...) // a partition this member no longer holds reports nothing (a fleet sum would count it twice)
 
 	if h.state != nil {
 		if !h.load(ctx, partition) {
@@ -123,7 +175,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 	}
 	var flush *stateFlush
 	if h.state != nil {
-		flush = newStateFlush(h.state, partition, h.buffer/2, m.stateWriteFailures, h.proc.Log)
+		flush = newStateFlush(h.state, partition, flushBatch, m.stateWriteFailures, h.proc.Log)
 	}
 	wm := newWatermark()
 	var finishedBefore func(int64) bool
@@ -137,6 +189,20 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		}
 	}
 	queues := map[string][]*sarama.ConsumerMessage{} // per key: the event in flight first, then those waiting
+	readAt := map[int64]time.Time{}                  // records read and not finished: their timestamps
+	setOldest := func() {
+		var first time.Time
+		for _, at := range readAt {
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
+		}
+		if first.IsZero() {
+			oldest.Set(0)
+		} else {
+			oldest.Set(max(0, time.Since(first).Seconds()))
+		}
+	}
 	done := make(chan finished)
 	running := 0 // events started whose goroutine has not reported back
 	stopping := false
@@ -150,16 +216,37 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 	// its calls to the Contacts API wait for a slot of the process's call
 	// gate, its waits between retries hold none.
 	bufferedBytes := 0 // of the records read and not finished
-	start := func(msg *sarama.ConsumerMessage) {
+	// ready are the events whose key has nothing unfinished before them, in
+	// the order they became ready; each starts once it gets an admission
+	// token (the process's active bound): no goroutine before that.
+	var ready []*sarama.ConsumerMessage
+	var start func(*sarama.ConsumerMessage)
+	// admitReady starts the ready events while admissions are free, without
+	// a trip through the loop's select for each.
+	admitReady := func() {
+		for len(ready) > 0 && !stopping {
+			select {
+			case h.active <- struct{}{}:
+				start(ready[0])
+				ready[0] = nil
+				ready = ready[1:]
+			default:
+				return
+			}
+		}
+	}
+	start = func(msg *sarama.ConsumerMessage) { // the caller took a token
 		running++
 		go func() {
+			tok := &activeToken{ch: h.active, held: true}
 			var f finished
 			if h.misplaced(msg) {
 				f = finished{msg, h.forward(ctx, msg), stateUnchanged}
 			} else {
-				out, change := h.proc.Process(ctx, msg)
+				out, change := h.proc.Process(context.WithValue(ctx, activeTokenKey{}, tok), msg)
 				f = finished{msg, out, change}
 			}
+			tok.release()
 			done <- f
 		}()
 	}
@@ -216,11 +303,11 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		switch {
 		// Events finished but for their contact's state record hold no
 		// record (only their offset): they do not count against the buffer,
-		// but against a bound of their own (a state topic that refuses
-		// writes must not let them grow without end).
-		case stopping || wm.pending()-flush.count() >= h.buffer || flush.count() >= h.buffer ||
+		// but against a bound of their own, stateWaitingMax (a state topic
+		// that refuses writes must not let them grow without end).
+		case stopping || wm.pending()-flush.count() >= h.buffer || flush.count() >= stateWaitingMax ||
 			h.bufferBytes > 0 && bufferedBytes >= h.bufferBytes:
-		case h.health != nil && h.health.Out() && running > 0:
+		case h.health != nil && h.health.Out() && running+len(ready) > 0:
 			// During a fault of the API the events in progress probe it; with
 			// none (a new session after a rebalance) one record is taken, so a
 			// probe still happens and the fault can end. One more record is
@@ -240,7 +327,15 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		if !stopping {
 			ended = ctx.Done() // once stopping, only the events' returns are awaited
 		}
+		var admit chan<- struct{}
+		if len(ready) > 0 && !stopping {
+			admit = h.active
+		}
 		select {
+		case admit <- struct{}{}:
+			start(ready[0])
+			ready[0] = nil
+			ready = ready[1:]
 		case msg, ok := <-in:
 			if !ok { // revoked, or the session is ending
 				stop()
@@ -258,14 +353,19 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			}
 			k := h.key(msg)
 			queues[k] = append(queues[k], msg)
+			if !msg.Timestamp.IsZero() && msg.Timestamp.Unix() > 0 {
+				readAt[msg.Offset] = msg.Timestamp
+			}
 			bufferedBytes += recordSize(msg)
 			if len(queues[k]) == 1 {
-				start(msg)
+				ready = append(ready, msg)
+				admitReady()
 			}
 			mark()
 		case f := <-done:
 			running--
 			bufferedBytes -= recordSize(f.msg)
+			delete(readAt, f.msg.Offset)
 			if f.outcome == outcomeAbandoned {
 				stop() // the session is ending; the event stays unfinished, uncommitted
 				continue
@@ -279,12 +379,11 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			k := h.key(f.msg)
 			if q := queues[k][1:]; len(q) > 0 {
 				queues[k] = q
-				if !stopping {
-					start(q[0])
-				}
+				ready = append(ready, q[0])
 			} else {
 				delete(queues, k)
 			}
+			admitReady() // this event's admission is free again
 		case r := <-flushed:
 			for _, o := range flush.end(r, stopping) {
 				wm.finish(o)
@@ -296,6 +395,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			}
 		case <-tick.C:
 			markMetadata()
+			setOldest()
 		case <-resumed:
 		case <-probeRead:
 		case <-ended:

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/acmecrm/integration-service/pkg/config"
@@ -634,8 +636,9 @@ func (a goneAPI) Put(ctx context.Context, c contacts.Contact, key string) error 
 // A fault declared from contacts that fail on their own, in quiet hours:
 // the partition's only event in progress is one of theirs, and it keeps
 // failing. One more record is read per probe interval, a healthy contact's
-// call ends the made-up fault, and the failing contacts are then
-// dead-lettered: the partition is not held for good.
+// call ends the made-up fault, and the failing contact is then
+// dead-lettered (on evidence from a later call): the partition is not held
+// for good.
 func TestConsumeClaimFaultOfFailingContactsEnds(t *testing.T) {
 	api := goneAPI{newSlowAPI(0), map[string]bool{"bad1": true, "bad2": true, "bad3": true}}
 	claim, n := feed(6, 1, "bad1")
@@ -652,14 +655,18 @@ func TestConsumeClaimFaultOfFailingContactsEnds(t *testing.T) {
 	gate := newCallGate(4, out, 0, time.Second, h.proc.Metrics)
 	h.proc.Retrier = newRetrier(config.Retry{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Millisecond, MaxElapsedTime: time.Second}, gate, out)
 	s, cancel, done := runClaim(t, h, claim)
-	waitFor(t, "the healthy contacts applied, the failing one dead-lettered", func() bool { return s.mark() == int64(n) })
-	cancel()
-	<-done
-	if got := api.applied(); got != 6 {
-		t.Errorf("%d applied, want the 6 healthy contacts' events", got)
-	}
+	waitFor(t, "the healthy contacts applied", func() bool { return api.applied() == 6 })
 	if out.Out() {
 		t.Error("still at fault after healthy contacts were answered")
+	}
+	// bad1's 410 is given up on with evidence from a call made after it
+	// failed: the next event of another contact.
+	claim.msgs <- event(int64(n), "c99", 0)
+	waitFor(t, "the failing contact dead-lettered", func() bool { return s.mark() == int64(n+1) })
+	cancel()
+	<-done
+	if got := api.applied(); got != 7 {
+		t.Errorf("%d applied, want the 7 healthy contacts' events", got)
 	}
 }
 
@@ -668,22 +675,107 @@ func TestConsumeClaimFaultOfFailingContactsEnds(t *testing.T) {
 // stops instead of holding ever more offsets.
 func TestConsumeClaimStateWritesRefusedStopReading(t *testing.T) {
 	api := newSlowAPI(0)
-	claim, n := feed(500, 1)
+	claim, n := feed(stateWaitingMax+3000, 1)
 	h, states := newStatefulHandler(api)
 	h.buffer = 50
 	states.hold = make(chan struct{}) // every write waits, as one that never ends
 	s, cancel, done := runClaim(t, h, claim)
-	waitFor(t, "a buffer's worth applied", func() bool { return api.applied() >= 50 })
+	waitFor(t, "the bound's worth applied", func() bool { return api.applied() >= stateWaitingMax })
 	time.Sleep(200 * time.Millisecond)
 	read := n - len(claim.msgs)
-	if read > 2*50+8 {
-		t.Errorf("%d records read while no state write was acknowledged, want at most about two buffers (100)", read)
+	if read > stateWaitingMax+h.buffer+8 {
+		t.Errorf("%d records read while no state write was acknowledged, want at most stateWaitingMax (%d) and a buffer (%d)", read, stateWaitingMax, h.buffer)
 	}
 	if got := s.mark(); got != 0 {
 		t.Errorf("marked %d, want 0", got)
 	}
 	close(states.hold)
 	waitFor(t, "everything marked once the writes go through", func() bool { return s.mark() == int64(n) })
+	cancel()
+	<-done
+}
+
+// The oldest unfinished record's age grows while the API holds its event,
+// falls to 0 once it is finished, and the partition's series (its lag
+// among them) go when the partition is given up.
+func TestConsumeClaimOldestUnfinishedAge(t *testing.T) {
+	api := newSlowAPI(0, "stuck")
+	claim, _ := feed(0, 0)
+	m := event(0, "stuck", 0)
+	m.Timestamp = time.Now().Add(-time.Minute) // enqueued a minute ago
+	claim.msgs <- m
+	h := newTestHandler(api, 4, 100, config.OrderingKey)
+	s, cancel, done := runClaim(t, h, claim)
+	age := func() float64 {
+		return testutil.ToFloat64(h.proc.Metrics.oldestUnfinished.WithLabelValues("contact-events", "0"))
+	}
+	waitFor(t, "the held event's age reported", func() bool { return age() >= 60 })
+	api.release("stuck")
+	waitFor(t, "the event finished", func() bool { return s.mark() == 1 })
+	waitFor(t, "the age back to 0", func() bool { return age() == 0 })
+	if got := testutil.CollectAndCount(h.proc.Metrics.lag); got != 1 {
+		t.Errorf("%d lag series while the partition is held, want 1", got)
+	}
+	cancel()
+	<-done
+	for name, c := range map[string]prometheus.Collector{"lag": h.proc.Metrics.lag, "oldest": h.proc.Metrics.oldestUnfinished} {
+		if got := testutil.CollectAndCount(c); got != 0 {
+			t.Errorf("%d %s series after the partition was given up, want 0", got, name)
+		}
+	}
+}
+
+// Ready events wait for an admission (activePerSlot × max in flight per
+// process) before they get a goroutine: a buffer of distinct contacts does
+// not start one per record while the API holds them all.
+func TestConsumeClaimBoundsActiveEvents(t *testing.T) {
+	names := make([]string, 100)
+	for i := range names {
+		names[i] = fmt.Sprintf("c%02d", i)
+	}
+	api := newSlowAPI(0, names...)
+	claim, n := feed(100, 1)
+	h := newTestHandler(api, 4, 1000, config.OrderingKey)
+	base := runtime.NumGoroutine()
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "every record read", func() bool { return len(claim.msgs) == 0 })
+	time.Sleep(100 * time.Millisecond)
+	if extra := runtime.NumGoroutine() - base; extra > activePerSlot*4+10 {
+		t.Errorf("%d goroutines more while 100 events wait for 4 call slots, want about %d (the admissions)", extra, activePerSlot*4)
+	}
+	for _, c := range names {
+		api.release(c)
+	}
+	waitFor(t, "every event applied", func() bool { return s.mark() == int64(n) })
+	cancel()
+	<-done
+}
+
+// flakyAPI answers 503 to the contacts it names, and as slowAPI to the rest.
+type flakyAPI struct {
+	*slowAPI
+	failing map[string]bool
+}
+
+func (a flakyAPI) Put(ctx context.Context, c contacts.Contact, key string) error {
+	if a.failing[c.AcmeContactID] {
+		return &contacts.TransientError{Status: 503, Cause: contacts.CauseUnavailable, Err: errors.New("down")}
+	}
+	return a.slowAPI.Put(ctx, c, key)
+}
+
+// An event waiting between retries gives its admission back: with one call
+// slot (two admissions) and two contacts failing, the others still flow.
+func TestConsumeClaimWaitingEventHoldsNoAdmission(t *testing.T) {
+	api := flakyAPI{newSlowAPI(time.Millisecond), map[string]bool{"c00": true, "c01": true}}
+	claim, n := feed(20, 1)
+	h := newTestHandler(api, 1, 1000, config.OrderingKey)
+	h.proc.Retrier = newRetrier(config.Retry{InitialInterval: 200 * time.Millisecond, Multiplier: 1, MaxInterval: 200 * time.Millisecond, MaxElapsedTime: time.Hour}, newCallGate(1, nil, 0, time.Second, h.proc.Metrics), nil)
+	s, cancel, done := runClaim(t, h, claim)
+	waitFor(t, "the 18 healthy contacts applied while two retry", func() bool { return api.applied() == n-2 })
+	if s.mark() != 0 {
+		t.Errorf("marked %d past c00, which is still retrying", s.mark())
+	}
 	cancel()
 	<-done
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
 	"github.com/acmecrm/integration-service/pkg/contactstate"
+	"github.com/acmecrm/integration-service/pkg/record"
 )
 
 // What becomes of each record is decided apart from being done: decide is a
@@ -106,6 +107,12 @@ func next(s contactstate.State, f facts, v verdict, r effect, now time.Time) con
 	case r.out == outcomeApplied:
 		s.Apply(f.mark(), f.Event.EventType == acmecrm.ContactDeleted)
 		if v == verdictApplyHead && s.Parked.CoveredBy(f.ReleaseThrough) {
+			s.Parked = contactstate.Parked{}
+		}
+	case r.out == outcomeDeadLettered && v == verdictApplyHead && r.kind == record.KindUnsupported:
+		// A head of a type this worker does not apply: kept in the DLQ as
+		// unsupported, not a reason to hold the contact.
+		if s.Parked.CoveredBy(f.ReleaseThrough) {
 			s.Parked = contactstate.Parked{}
 		}
 	case r.out == outcomeDeadLettered && v == verdictApplyHead:

@@ -51,6 +51,7 @@ type callGate struct {
 	waiters      list.List // of chan struct{}, closed when its slot is granted
 	pauseUntil   time.Time
 	lastDecrease time.Time
+	latency      time.Duration // EWMA of the calls answered (not throttled)
 	// The pace: paced is false while it is lifted.
 	paced     bool
 	paceRate  float64 // calls per second
@@ -113,14 +114,14 @@ func newCallGate(maxInFlight int, health *apiHealth, perSecond float64, maxPause
 // must call with its result, and how long the gate held the caller back
 // (time that is no contact's fault: it does not spend a retry budget);
 // or ctx's error.
-func (g *callGate) Acquire(ctx context.Context) (release func(error), held time.Duration, err error) {
+func (g *callGate) Acquire(ctx context.Context, contact string) (release func(error), held time.Duration, err error) {
 	start := g.now()
 	for {
 		if err := g.waitPause(ctx); err != nil {
 			return nil, g.now().Sub(start), err
 		}
 		if g.health != nil {
-			if _, err := g.health.Admit(ctx); err != nil {
+			if _, err := g.health.Admit(ctx, contact); err != nil {
 				return nil, g.now().Sub(start), err
 			}
 		}
@@ -142,11 +143,12 @@ func (g *callGate) Acquire(ctx context.Context) (release func(error), held time.
 		break
 	}
 	g.metrics.inFlight.Inc()
+	called := g.now()
 	return func(err error) {
+		g.observe(err, g.now().Sub(called)) // first: a pause it asks for holds the caller the slot goes to
 		g.releaseSlot()
 		g.metrics.inFlight.Dec()
-		g.observe(err)
-	}, g.now().Sub(start), nil
+	}, called.Sub(start), nil
 }
 
 // waitPause returns once no pause is asked for, or ctx's error.
@@ -236,8 +238,9 @@ func (g *callGate) waitPace(ctx context.Context) error {
 	}
 }
 
-// observe adapts the limit, the pace and the pause to one call's result.
-func (g *callGate) observe(err error) {
+// observe adapts the limit, the pace and the pause to one call's result
+// and duration.
+func (g *callGate) observe(err error, took time.Duration) {
 	now := g.now()
 	retryAfter := contacts.RetryAfterOf(err)
 	throttled := contacts.CauseOf(err) == contacts.CauseRateLimited || retryAfter > 0 && contacts.IsTransient(err)
@@ -245,15 +248,20 @@ func (g *callGate) observe(err error) {
 	before := math.Floor(g.limit)
 	if !throttled && (err == nil || !contacts.IsTransient(err)) {
 		g.count(now)
+		if g.latency == 0 {
+			g.latency = took
+		} else {
+			g.latency += (took - g.latency) / 16
+		}
 	}
 	switch {
 	case throttled:
 		// The calls in flight when the API starts refusing all come back
 		// refused, some during the pause they caused: one signal.
 		if now.Sub(g.lastDecrease) >= decreaseEvery && !now.Before(g.activeSince) {
-			g.limit = max(1, g.limit/2)
 			g.lastDecrease = now
 			g.slowDown(now)
+			g.limit = max(g.limit/2, g.limitFloor())
 		}
 		if retryAfter > 0 {
 			if g.pauseUntil.Before(now) {
@@ -276,6 +284,17 @@ func (g *callGate) observe(err error) {
 		g.grant()
 	}
 	g.mu.Unlock()
+}
+
+// limitFloor is the fewest calls in flight a cut leaves: twice what the
+// pace needs at the calls' latency (Little's law), so that the limit never
+// binds below the rate the API accepts — the pace, not the limit, answers
+// a rate limit; the limit answers a slower API. The caller holds mu.
+func (g *callGate) limitFloor() float64 {
+	if !g.paced {
+		return 1
+	}
+	return min(float64(g.max), max(1, math.Ceil(2*g.paceRate*g.latency.Seconds())))
 }
 
 // countOf returns how many of xs equal x.
@@ -319,34 +338,37 @@ func (g *callGate) count(now time.Time) {
 	g.answered[g.slot%paceSlots]++
 }
 
-// slowDown paces calls after a 429: at paceCut × the calls answered in the
-// last paceWindow, at most paceCut × the pace before. Answered over less
-// than the whole paceWindow (some paceSlot without an answer: the process
-// had just started, been paused or idle), they are only a lower bound of
-// what the API accepts: the pace probes (doubles) until the next 429
-// measures it. The answered calls are counted anew. The caller holds
-// mu.
+// slowDown paces calls after a 429: at paceCut × the rate of calls answered
+// since calling resumed after the last pause (over paceWindow at most), at
+// most paceCut × the pace before. Time spent paused is not calling time: a
+// rate measured over it would cut the pace far below what the API accepts.
+// A paceSlot of that time without an answer (the process was idle, not
+// held) makes the rate a lower bound only: the pace then probes (doubles)
+// until the next 429 measures it. Less than a paceSlot of calling measures
+// nothing: the pace before is cut. The answered calls are counted anew.
+// The caller holds mu.
 func (g *callGate) slowDown(now time.Time) {
 	g.advance(now)
-	answered := 0
-	for _, n := range g.answered {
+	active := min(paceWindow, now.Sub(g.activeSince))
+	slots := min(paceSlots-1, int(active/paceSlot)) // whole slots of calling, before the current one
+	answered, idle := g.answered[g.slot%paceSlots], 0
+	for i := int64(1); i <= int64(slots); i++ {
+		n := g.answered[(g.slot-i)%paceSlots]
 		answered += n
+		if n == 0 {
+			idle++
+		}
 	}
-	// A slot without an answer: the process was not calling all along (it
-	// started, was paused or idle), so the count is only a lower bound.
-	// The current slot is still counting: only the others tell.
-	idle := countOf(g.answered[:], 0)
-	if g.answered[g.slot%paceSlots] == 0 {
-		idle--
-	}
-	g.probing = idle > 0
 	clear(g.answered[:])
-	measured := float64(answered) / paceWindow.Seconds()
-	r := paceCut * measured
-	if g.paced {
-		r = min(r, paceCut*g.paceRate)
-	}
 	g.lastCut = now
+	r := paceCut * g.paceRate
+	if slots > 0 || !g.paced {
+		g.probing = idle > 0
+		r = paceCut * float64(answered) / max(active, paceSlot).Seconds()
+		if g.paced {
+			r = min(r, paceCut*g.paceRate)
+		}
+	}
 	g.setPace(max(paceFloor, r))
 }
 

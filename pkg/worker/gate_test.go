@@ -24,7 +24,7 @@ func TestGateBoundsCallsInFlight(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			release, _, err := g.Acquire(context.Background())
+			release, _, err := g.Acquire(context.Background(), "c")
 			if err != nil {
 				t.Error(err)
 				return
@@ -58,7 +58,7 @@ func TestGateRateLimit(t *testing.T) {
 	limited := &contacts.TransientError{Status: 429, Cause: contacts.CauseRateLimited, RetryAfter: 10 * time.Second}
 	var releases []func(error)
 	for range 8 {
-		release, _, err := g.Acquire(context.Background())
+		release, _, err := g.Acquire(context.Background(), "c")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +74,7 @@ func TestGateRateLimit(t *testing.T) {
 		t.Errorf("paused %v, want the 10 s asked, capped at 300ms", p)
 	}
 	start := time.Now()
-	release, held, err := g.Acquire(context.Background())
+	release, held, err := g.Acquire(context.Background(), "c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestGateRateLimit(t *testing.T) {
 	}
 	release(nil)
 	for range 100 {
-		release, _, _ := g.Acquire(context.Background())
+		release, _, _ := g.Acquire(context.Background(), "c")
 		release(nil)
 	}
 	if got := testutil.ToFloat64(m.concurrencyLimit); got != 16 {
@@ -111,13 +111,13 @@ func TestGatePace(t *testing.T) {
 			step(paceSlot)
 		}
 		for range 50 {
-			g.observe(nil)
+			g.observe(nil, 5*time.Millisecond)
 		}
 	}
 	if g.paced {
 		t.Fatal("paced before any 429")
 	}
-	g.observe(limited)
+	g.observe(limited, 5*time.Millisecond)
 	if !g.paced || g.probing || g.paceRate < 440 || g.paceRate > 460 {
 		t.Fatalf("after a 429: paced %v probing %v at %.0f/s, want 0.9 × 500 = 450, not probing", g.paced, g.probing, g.paceRate)
 	}
@@ -125,7 +125,7 @@ func TestGatePace(t *testing.T) {
 	// Successes while the pace does not bind: no growth.
 	for range 8 {
 		step(raiseEvery)
-		g.observe(nil)
+		g.observe(nil, 5*time.Millisecond)
 	}
 	if g.paceRate != 450 {
 		t.Errorf("pace %.0f after 2 s that did not bind, want 450", g.paceRate)
@@ -133,17 +133,17 @@ func TestGatePace(t *testing.T) {
 	// Binding: +2 % just after the cut, more after quiet seconds.
 	g.waited.Store(true)
 	step(raiseEvery)
-	g.observe(nil)
+	g.observe(nil, 5*time.Millisecond)
 	first := g.paceRate/450 - 1
 	for range 20 { // 5 s
 		g.waited.Store(true)
 		step(raiseEvery)
-		g.observe(nil)
+		g.observe(nil, 5*time.Millisecond)
 	}
 	before := g.paceRate
 	g.waited.Store(true)
 	step(raiseEvery)
-	g.observe(nil)
+	g.observe(nil, 5*time.Millisecond)
 	later := g.paceRate/before - 1
 	if first <= 0 || later <= 2*first {
 		t.Errorf("growth per step %.3f just after the cut, %.3f seconds later: want it to grow faster with time", first, later)
@@ -151,17 +151,17 @@ func TestGatePace(t *testing.T) {
 	// A 429 a moment after the pause: a short measure, a lower bound.
 	clear(g.answered[:])
 	for range 5 {
-		g.observe(nil)
+		g.observe(nil, 5*time.Millisecond)
 	}
 	step(decreaseEvery)
-	g.observe(limited)
+	g.observe(limited, 5*time.Millisecond)
 	if !g.probing || g.paceRate != paceFloor {
 		t.Fatalf("after a 429 on a short measure: probing %v at %.0f/s, want probing at the floor %v", g.probing, g.paceRate, paceFloor)
 	}
 	step(time.Second)
 	g.waited.Store(true)
 	step(raiseEvery)
-	g.observe(nil)
+	g.observe(nil, 5*time.Millisecond)
 	if g.paceRate != 2*paceFloor {
 		t.Errorf("probing pace %.0f after one step, want doubled: %v", g.paceRate, 2*paceFloor)
 	}
@@ -220,7 +220,7 @@ func TestGateNoCallDuringPause(t *testing.T) {
 	g := newCallGate(4, nil, 0, 300*time.Millisecond, m)
 	var held []func(error)
 	for range 4 {
-		release, _, err := g.Acquire(context.Background())
+		release, _, err := g.Acquire(context.Background(), "c")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +233,7 @@ func TestGateNoCallDuringPause(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			release, _, err := g.Acquire(context.Background())
+			release, _, err := g.Acquire(context.Background(), "c")
 			if err != nil {
 				t.Error(err)
 				return

@@ -61,6 +61,7 @@ type apiHealth struct {
 	fault     contacts.Cause // "" when none
 	ended     chan struct{}  // closed when the current fault ends
 	nextProbe time.Time
+	fresh     int           // callers waiting to probe whose contact is not failing now
 	recovered chan struct{} // closed, and replaced, when a failing contact recovers
 	notify    sync.Mutex    // keeps onChange calls in transition order
 }
@@ -263,21 +264,44 @@ func (h *apiHealth) Recovered() <-chan struct{} {
 // Admit returns when a call may be made: at once outside a fault; during
 // one, when this caller gets the next probe slot or the fault ends. It
 // returns how long the caller was held back, or ctx's error.
-func (h *apiHealth) Admit(ctx context.Context) (time.Duration, error) {
+func (h *apiHealth) Admit(ctx context.Context, contact string) (time.Duration, error) {
 	start := h.now()
+	fresh := false // counted in h.fresh while waiting
+	defer func() {
+		if fresh {
+			h.mu.Lock()
+			h.fresh--
+			h.mu.Unlock()
+		}
+	}()
 	for {
 		h.mu.Lock()
 		if h.fault == "" {
 			h.mu.Unlock()
 			return h.now().Sub(start), nil
 		}
+		// A contact failing now probes only when no other waits: one whose
+		// failures are its own would otherwise keep a fault it made up going.
+		a, known := h.latest[contact]
+		failing := known && !a.working
+		switch {
+		case !failing && !fresh:
+			fresh = true
+			h.fresh++
+		case failing && fresh: // its contact failed meanwhile
+			fresh = false
+			h.fresh--
+		}
 		now := h.now()
-		if !now.Before(h.nextProbe) {
+		if !now.Before(h.nextProbe) && (!failing || h.fresh == 0) {
 			h.nextProbe = now.Add(h.cfg.ProbeInterval)
 			h.mu.Unlock()
 			return now.Sub(start), nil // this call is the probe
 		}
-		ended, wait := h.ended, h.nextProbe.Sub(now)
+		ended, wait := h.ended, max(h.nextProbe.Sub(now), 0)
+		if failing && !now.Before(h.nextProbe) {
+			wait = h.cfg.ProbeInterval / 4 // a fresh contact's turn: look again shortly
+		}
 		h.mu.Unlock()
 		t := time.NewTimer(wait)
 		select {

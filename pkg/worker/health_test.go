@@ -201,7 +201,7 @@ func TestHealthAdmitProbesThenReleases(t *testing.T) {
 	var changes []contacts.Cause
 	h := newAPIHealth(testOutage, func(cause contacts.Cause, _ string) { changes = append(changes, cause) })
 	h.now = c.now
-	if _, err := h.Admit(context.Background()); err != nil {
+	if _, err := h.Admit(context.Background(), "c"); err != nil {
 		t.Fatal("held back outside a fault")
 	}
 	for _, r := range calls(3, 3, refused) {
@@ -213,7 +213,7 @@ func TestHealthAdmitProbesThenReleases(t *testing.T) {
 	admitted := make(chan int, 10)
 	for i := 0; i < 5; i++ {
 		go func(i int) {
-			if _, err := h.Admit(context.Background()); err == nil {
+			if _, err := h.Admit(context.Background(), "c"); err == nil {
 				admitted <- i
 			}
 		}(i)

@@ -28,6 +28,9 @@ type Metrics struct {
 	forwardFailures    prometheus.Counter
 	replayed           prometheus.Counter
 	dlqRecords         prometheus.Gauge
+	dlqUnreplayed      prometheus.Gauge
+	eventAge           *prometheus.HistogramVec
+	oldestUnfinished   *prometheus.GaugeVec
 	contacts           prometheus.Gauge
 	stateLoad          prometheus.Histogram
 	stateSkipped       *prometheus.CounterVec
@@ -57,6 +60,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "worker_apply_duration_seconds", Help: "Time to apply an event to the Contacts API, retries included, by event type.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 15, 60, 180},
 		}, []string{"event_type"}),
+		eventAge: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "worker_event_age_seconds", Help: "Age of an event when it was finished (applied, dead-lettered, parked, stale, discarded): from the gateway's received_at (else the record's timestamp), by event type and outcome.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400},
+		}, []string{"event_type", "outcome"}),
+		oldestUnfinished: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "worker_oldest_unfinished_age_seconds", Help: "Age of the oldest record of the partition read but not finished (from the record's timestamp, which the gateway sets when it enqueues), 0 when none; per partition this member holds, set every 500 ms. It grows while the Contacts API holds events (an outage) or reading waits.",
+		}, []string{"topic", "partition"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "worker_consumer_lag", Help: "Records between the partition's watermark (the offset committed next) and its high-water mark, per partition this member holds.",
 		}, []string{"topic", "partition"}),
@@ -114,6 +124,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		dlqRecords: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "worker_dlq_records", Help: "Records the dead-letter topic retains (newest minus oldest offset, all partitions), read every 30 s.",
 		}),
+		dlqUnreplayed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "worker_dlq_unreplayed_records", Help: "Records of the dead-letter topic the routine replay group (WORKER_REPLAY_GROUP_ID) has not read yet: what a routine --replay-dlq would read now, all partitions, read every 30 s.",
+		}),
 		contacts: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "worker_state_contacts", Help: "Contacts whose state (newest event applied, parking) this member holds in memory, in the partitions it holds.",
 		}),
@@ -127,7 +140,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.events, m.retries, m.deadLettered, m.applyDuration, m.lag, m.dlqPublishFailures,
 		m.inFlight, m.buffered, m.watermarkLag, m.outage, m.outages, m.skipped, m.parked, m.parkedEvents, m.stateWriteFailures, m.forwardFailures,
-		m.replayed, m.dlqRecords, m.contacts, m.stateLoad, m.stateSkipped, m.fault, m.calls, m.concurrencyLimit, m.pace, m.pauses,
+		m.replayed, m.dlqRecords, m.dlqUnreplayed, m.eventAge, m.oldestUnfinished, m.contacts, m.stateLoad, m.stateSkipped, m.fault, m.calls, m.concurrencyLimit, m.pace, m.pauses,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "worker_contacts_api_pause_seconds", Help: "Seconds every call to the Contacts API is still paused for, as the API asked (Retry-After, capped by WORKER_RATE_LIMIT_MAX_PAUSE); 0 when not paused.",
 		}, func() float64 {

@@ -21,5 +21,7 @@ func TestMetricsAreTheDocumentedOnes(t *testing.T) {
 	m.lag.WithLabelValues("t", "0")
 	m.buffered.WithLabelValues("t", "0")
 	m.watermarkLag.WithLabelValues("t", "0")
+	m.eventAge.WithLabelValues("t", "o")
+	m.oldestUnfinished.WithLabelValues("t", "0")
 	metricsdoc.Check(t, "../../docs/worker.md", regexp.MustCompile("(?m)^\\| `(worker_[a-z_]+)"), reg)
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -146,8 +147,27 @@ func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out
 	if keep {
 		s = p.State.Get(m.Partition, contact)
 	}
+	// A parked contact's head put back by a release, or an SRE's discard,
+	// is decided below whatever it holds: the contact waits on it (a head
+	// parked before these checks existed).
+	headBack := f.Discard || s.IsParked() && f.Replayed && s.Parked.Head.EventID == f.ID
+	if breach := contractBreach(m, f); breach != nil && !headBack {
+		// invalid (SPEC), but parking no contact behind it.
+		r := p.deadLetter(ctx, log, m, f.Event.EventType, record.Failure{Kind: record.KindInvalid, Err: breach})
+		p.observeAge(m, f, r.out)
+		return r.out, stateUnchanged
+	}
+	if f.Invalid == nil && !f.Event.Known() && !headBack {
+		// A type AcmeCRM added: kept in the DLQ for a release that applies
+		// it, its contact neither parked nor changed.
+		r := p.deadLetter(ctx, log, m, f.Event.EventType, record.Failure{Kind: record.KindUnsupported,
+			Err: fmt.Errorf("event_type %q is not one this worker applies (%s, %s, %s): kept for a replay (--replay-event-type %s) by a release that does", f.Event.EventType, acmecrm.ContactCreated, acmecrm.ContactUpdated, acmecrm.ContactDeleted, f.Event.EventType)})
+		p.observeAge(m, f, r.out)
+		return r.out, stateUnchanged
+	}
 	v := decide(s, f)
 	r := p.carryOut(ctx, log, span, m, f, s, v)
+	p.observeAge(m, f, r.out)
 	if !keep || r.out == outcomeAbandoned {
 		return r.out, stateUnchanged
 	}
@@ -171,6 +191,34 @@ func (p *processor) Process(ctx context.Context, m *sarama.ConsumerMessage) (out
 		return r.out, stateChangedParking
 	}
 	return r.out, stateChanged
+}
+
+// observeAge records how old the event was when it was finished (out), from
+// its arrival at the gateway.
+func (p *processor) observeAge(m *sarama.ConsumerMessage, f facts, out eventOutcome) {
+	if out == outcomeAbandoned {
+		return
+	}
+	if at, ok := record.Arrival(m); ok {
+		p.Metrics.eventAge.WithLabelValues(eventTypeLabel(f.Event.EventType), string(out)).Observe(p.Now().Sub(at).Seconds())
+	}
+}
+
+// contractBreach says how record m breaks the events topic's record
+// contract (SPEC: keyed by data.contact_id, a JSON event as its value),
+// nil when it does not. Such a record belongs to no contact's order.
+func contractBreach(m *sarama.ConsumerMessage, f facts) error {
+	switch {
+	case m.Value == nil:
+		return errors.New("record contract: a tombstone (no value) is not an event")
+	case len(m.Key) == 0:
+		return errors.New("record contract: no key (each event is keyed by its data.contact_id)")
+	case f.ID == "":
+		return fmt.Errorf("record contract: no event id can be read (no ce_id header, no event_id): %w", cmp.Or(f.Invalid, errors.New("empty event_id")))
+	case f.Invalid == nil && f.Event.Data.ContactID != string(m.Key):
+		return fmt.Errorf("record contract: key %q is not data.contact_id %q (it would be ordered as one contact and applied to another)", m.Key, f.Event.Data.ContactID)
+	}
+	return nil
 }
 
 // facts reads what record m says of itself.
@@ -198,6 +246,10 @@ func (p *processor) carryOut(ctx context.Context, log zerolog.Logger, span trace
 	case verdictApply, verdictApplyHead:
 		if f.Invalid != nil { // a head that was invalid, put back as it was
 			return p.deadLetter(ctx, log, m, "", record.Failure{Err: f.Invalid, Kind: record.KindInvalid})
+		}
+		if !f.Event.Known() { // a head of a type this worker does not apply: kept, and its contact released
+			return p.deadLetter(ctx, log, m, f.Event.EventType, record.Failure{Kind: record.KindUnsupported,
+				Err: fmt.Errorf("event_type %q is not one this worker applies: kept for a replay by a release that does", f.Event.EventType)})
 		}
 		return p.apply(ctx, log, m, f.Event)
 	case verdictInvalid:

@@ -84,7 +84,7 @@ func TestProcess(t *testing.T) {
 		{"503 twice then 200", created, []error{transient, transient, nil}, outcomeApplied, []apiCall{{"PUT", "1234", "evt_1"}, {"PUT", "1234", "evt_1"}, {"PUT", "1234", "evt_1"}}, "", 0},
 		{"400", created, []error{&contacts.PermanentError{Status: 400, Err: errors.New("bad")}}, outcomeDeadLettered, []apiCall{{"PUT", "1234", "evt_1"}}, record.KindPermanent, 1},
 		{"invalid JSON", `{"event_type":`, nil, outcomeDeadLettered, nil, record.KindInvalid, 0},
-		{"unknown type, refused by the parser", strings.Replace(created, "contact.created", "contact.merged", 1), nil, outcomeDeadLettered, nil, record.KindInvalid, 0},
+		{"a type AcmeCRM added: unsupported, no call", strings.Replace(created, "contact.created", "contact.merged", 1), nil, outcomeDeadLettered, nil, record.KindUnsupported, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

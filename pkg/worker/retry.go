@@ -84,7 +84,7 @@ func (r *retrier) Do(ctx context.Context, contact string, op func(context.Contex
 	for attempt := 1; ; attempt++ {
 		release := func(error) {}
 		if r.gate != nil {
-			rel, d, err := r.gate.Acquire(ctx)
+			rel, d, err := r.gate.Acquire(ctx, contact)
 			held += d
 			if err != nil {
 				return attempt - 1, err
@@ -146,9 +146,18 @@ func (r *retrier) Do(ctx context.Context, contact string, op func(context.Contex
 		if r.health != nil {
 			wake = r.health.Recovered()
 		}
+		// A waiting event is not active: its admission goes to another
+		// meanwhile, and is taken again to call.
+		tok := tokenOf(ctx)
+		tok.release()
 		if err := r.sleep(ctx, wait, wake); err != nil {
 			return attempt, err
 		}
+		t0 := r.now()
+		if err := tok.acquire(ctx); err != nil {
+			return attempt, err
+		}
+		held += r.now().Sub(t0) // held back by other events, not this one's fault
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -36,6 +35,18 @@ func Run(ctx context.Context, version string, args []string, getenv func(string)
 		return err
 	}
 	tracer := tracing.Tracer("github.com/acmecrm/integration-service/pkg/worker")
+	if cfg.Fleet.DLQSummary {
+		log, err := logging.New(cfg.Log, "contact-worker", stderr)
+		if err != nil {
+			return err
+		}
+		log = log.With().Str("version", version).Str("mode", "dlq-summary").Logger()
+		defer telemetry.Stop(tracing, log)
+		if _, err := replay.Summarize(ctx, cfg, log, stdout); err != nil {
+			return fmt.Errorf("dlq-summary failed: %w", err)
+		}
+		return nil
+	}
 	if cfg.Fleet.Replay.DLQ {
 		// The report (one JSON line per record, then the summary) owns
 		// stdout, so it can be piped; the logs go to stderr.
@@ -90,6 +101,17 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	// last, and its failure is what work returns.
 	serving, ctx := errgroup.WithContext(ctx)
 	serving.Go(func() error { return ops.Serve(ctx, srv, ln, ops.Stop{Timeout: w.ShutdownTimeout, Log: log}) })
+	if w.PprofAddr != "" {
+		pprofSrv := ops.NewPprofServer(w.PprofAddr)
+		pln, err := ops.Listen(pprofSrv)
+		if err != nil {
+			cancel()
+			_ = serving.Wait()
+			return err
+		}
+		log.Warn().Str("addr", pln.Addr().String()).Msg("serving /debug/pprof (WORKER_PPROF_ADDR): keep this port private")
+		serving.Go(func() error { return ops.Serve(ctx, pprofSrv, pln, ops.Stop{Timeout: time.Second, Log: log}) })
+	}
 	defer func() {
 		cancel()
 		if serr := serving.Wait(); err == nil {
@@ -217,7 +239,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		}
 		return b.Offset, b.Metadata, nil
 	}
-	go watchDLQ(ctx, readerClient, cfg.Kafka.DLQTopic, 30*time.Second, metrics.dlqRecords, log)
+	go watchDLQ(ctx, readerClient, admin, cfg.Kafka.DLQTopic, cfg.Fleet.Replay.GroupID, 30*time.Second, metrics, log)
 	log.Info().Str("group", w.GroupID).Str("topic", cfg.Kafka.Topic).Str("dlq_topic", cfg.Kafka.DLQTopic).Str("state_topic", stateName).
 		Int("max_in_flight", w.MaxInFlight).Int("partition_buffer", w.PartitionBuffer).Str("ordering", w.Ordering).Msg("consuming")
 	// A context of its own (a new variable: the serving goroutines read ctx).
@@ -255,17 +277,22 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	return err
 }
 
-// watchDLQ sets records to what the DLQ topic retains, every interval
-// until ctx ends: its size, for dashboards and alerts (every member reports
-// the same figure).
-func watchDLQ(ctx context.Context, client sarama.Client, topic string, interval time.Duration, records prometheus.Gauge, log zerolog.Logger) {
+// watchDLQ sets, every interval until ctx ends, what the DLQ topic retains
+// and how much of it the routine replay group has not read: for dashboards
+// and alerts (every member reports the same figures).
+func watchDLQ(ctx context.Context, client sarama.Client, admin sarama.ClusterAdmin, topic, replayGroup string, interval time.Duration, m *Metrics, log zerolog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		if n, err := retained(client, topic); err != nil {
 			log.Warn().Err(err).Str("topic", topic).Msg("reading the DLQ's size")
 		} else {
-			records.Set(float64(n))
+			m.dlqRecords.Set(float64(n))
+		}
+		if n, err := unreplayed(client, admin, topic, replayGroup); err != nil {
+			log.Warn().Err(err).Str("topic", topic).Str("group", replayGroup).Msg("reading the replay group's position in the DLQ")
+		} else {
+			m.dlqUnreplayed.Set(float64(n))
 		}
 		select {
 		case <-ctx.Done():
@@ -273,6 +300,37 @@ func watchDLQ(ctx context.Context, client sarama.Client, topic string, interval 
 		case <-t.C:
 		}
 	}
+}
+
+// unreplayed is how many records of topic group would read next: per
+// partition, newest offset minus the group's committed one (or the oldest
+// retained, when it committed none or one that expired).
+func unreplayed(client sarama.Client, admin sarama.ClusterAdmin, topic, group string) (int64, error) {
+	partitions, err := client.Partitions(topic)
+	if err != nil {
+		return 0, err
+	}
+	committed, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: partitions})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, p := range partitions {
+		newest, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			return 0, err
+		}
+		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			return 0, err
+		}
+		from := oldest
+		if b := committed.GetBlock(topic, p); b != nil && b.Err == sarama.ErrNoError && b.Offset > oldest {
+			from = b.Offset
+		}
+		n += max(0, newest-from)
+	}
+	return n, nil
 }
 
 // retained is how many records topic holds: newest minus oldest offset,

@@ -182,13 +182,18 @@ func (t *stateTopic) forward(ctx context.Context, m *sarama.ConsumerMessage, to 
 }
 
 // flushInterval is how long changed states may wait to be written together;
-// flushBatch events waiting (or half the partition buffer, which also
-// bounds them) start a write at once. An event whose
+// flushBatch events waiting start a write at once. An event whose
 // contact's state changed is finished (its offset committable) once the
 // write that carries the state is acknowledged.
 const (
 	flushInterval = time.Second
 	flushBatch    = 4096
+	// stateWaitingMax bounds the events of a partition finished but for
+	// their state record: beyond it, no record is read until a write is
+	// acknowledged. Well above what a second of full speed leaves waiting
+	// (fewer writes, fewer produce requests: the guard's cost), it only
+	// binds when the state topic refuses writes.
+	stateWaitingMax = 4 * flushBatch
 	// stateWriteTimeout bounds one write, which a stop does not cut short:
 	// once it is acknowledged, the partition's next owner reads it. (A
 	// write given up on may still land later, after the next owner's own:

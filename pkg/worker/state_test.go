@@ -451,3 +451,95 @@ func TestStateFlushDue(t *testing.T) {
 		t.Error("a failed write's changes (parking maybe among them) not due at once after the backoff")
 	}
 }
+
+// An event of a type AcmeCRM added (contact.merged) is dead-lettered as
+// unsupported, with no call: its contact is neither parked nor changed,
+// and the contact's next event is applied at once. A parked contact's
+// unsupported event is not parked behind its head either.
+func TestUnsupportedEventType(t *testing.T) {
+	r := newParkingRig()
+	merged := func(contact, id string) *sarama.ConsumerMessage {
+		m := r.record(contact, id, 0, false)
+		m.Value = []byte(strings.Replace(string(m.Value), "contact.updated", "contact.merged", 1))
+		return m
+	}
+	r.process(t, "m", "evt_m_1", 0, false, outcomeApplied)
+	r.processRecord(t, merged("m", "evt_m_2"), outcomeDeadLettered)
+	if kind := headerOf(r.dlq.msgs[len(r.dlq.msgs)-1], record.HeaderDLQErrorKind); kind != string(record.KindUnsupported) {
+		t.Errorf("dead-lettered as %q, want unsupported", kind)
+	}
+	if r.head("m") != "" || len(r.api.applied["m"]) != 1 {
+		t.Errorf("m parked behind %q, applied %v: want not parked, only evt_m_1 applied", r.head("m"), r.api.applied["m"])
+	}
+	r.process(t, "m", "evt_m_3", 0, false, outcomeApplied)
+
+	r.api.reject["x"] = true
+	r.process(t, "x", "evt_x_1", 0, false, outcomeDeadLettered) // x parked
+	r.processRecord(t, merged("x", "evt_x_2"), outcomeDeadLettered)
+	if kind := headerOf(r.dlq.msgs[len(r.dlq.msgs)-1], record.HeaderDLQErrorKind); kind != string(record.KindUnsupported) {
+		t.Errorf("a parked contact's unsupported event dead-lettered as %q, want unsupported (not parked)", kind)
+	}
+	if got := r.store.Get(3, "x").Parked.Records; got != 0 {
+		t.Errorf("%d records parked behind x's head, want 0", got)
+	}
+}
+
+// headerOf returns the value of m's header key.
+func headerOf(m *sarama.ProducerMessage, key string) string {
+	for _, h := range m.Headers {
+		if string(h.Key) == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// Records that break the record contract (a tombstone, no key, no event id,
+// a key that is not data.contact_id) are dead-lettered as invalid and park
+// no contact: the key's next event is applied at once, and no head with an
+// empty id exists for a release to name.
+func TestRecordContractBreaches(t *testing.T) {
+	r := newParkingRig()
+	good := r.record("k", "evt_k_1", 0, false)
+	for name, m := range map[string]*sarama.ConsumerMessage{
+		"tombstone":              {Topic: "contact-events", Partition: 3, Offset: 900, Key: []byte("k")},
+		"no key":                 {Topic: "contact-events", Partition: 3, Offset: 901, Value: good.Value},
+		"not JSON, no ce_id":     {Topic: "contact-events", Partition: 3, Offset: 902, Key: []byte("k"), Value: []byte("hello")},
+		"key is another contact": {Topic: "contact-events", Partition: 3, Offset: 903, Key: []byte("other"), Value: good.Value},
+	} {
+		before := len(r.dlq.msgs)
+		got, change := r.p.Process(context.Background(), m)
+		if got != outcomeDeadLettered || change != stateUnchanged || len(r.dlq.msgs) != before+1 {
+			t.Errorf("%s: %s, change %v, %d dead letters; want dead_lettered, no state change, one dead letter", name, got, change, len(r.dlq.msgs)-before)
+			continue
+		}
+		last := r.dlq.msgs[len(r.dlq.msgs)-1]
+		if kind, msg := headerOf(last, record.HeaderDLQErrorKind), headerOf(last, record.HeaderDLQError); kind != string(record.KindInvalid) || !strings.Contains(msg, "record contract") {
+			t.Errorf("%s: dead-lettered as %s (%s), want invalid naming the record contract", name, kind, msg)
+		}
+	}
+	if r.head("k") != "" || r.head("other") != "" {
+		t.Errorf("parked behind %q / %q: want nothing parked", r.head("k"), r.head("other"))
+	}
+	r.processRecord(t, good, outcomeApplied)
+}
+
+// A contact parked behind an event of a type this worker does not apply
+// (as the worker before unsupported types parked it): its release keeps
+// the head in the DLQ as unsupported and releases the contact; its next
+// event is applied.
+func TestReleaseOfAnUnsupportedHead(t *testing.T) {
+	r := newParkingRig()
+	head := r.record("h", "evt_h_1", 1, false) // the head, put back by a release
+	head.Value = []byte(strings.Replace(string(head.Value), "contact.updated", "contact.merged", 1))
+	at, _ := time.Parse(time.RFC3339, "2025-05-17T17:00:00Z")
+	r.store.Put(3, "h", contactstate.State{Parked: contactstate.Parked{Head: contactstate.Mark{EventID: "evt_h_1", At: at}, HeadKind: "invalid", Since: at, Records: 0}})
+	r.processRecord(t, head, outcomeDeadLettered)
+	if kind := headerOf(r.dlq.msgs[len(r.dlq.msgs)-1], record.HeaderDLQErrorKind); kind != string(record.KindUnsupported) {
+		t.Errorf("the head dead-lettered again as %q, want unsupported", kind)
+	}
+	if r.head("h") != "" {
+		t.Fatalf("h still parked behind %q: an unsupported head must not hold its contact", r.head("h"))
+	}
+	r.process(t, "h", "evt_h_2", 0, false, outcomeApplied)
+}
