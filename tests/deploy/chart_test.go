@@ -214,7 +214,7 @@ func mustRender(t *testing.T, vals map[string]any) *manifests {
 func TestLint(t *testing.T) {
 	for name, vals := range map[string]map[string]any{
 		"defaults": required(),
-		"overrides": with(map[string]any{"replay": map[string]any{"enabled": true}, "serviceMonitor": map[string]any{"enabled": true},
+		"overrides": with(map[string]any{"replay": map[string]any{"enabled": true, "id": "test"}, "serviceMonitor": map[string]any{"enabled": true},
 			"metrics": map[string]any{"grafanaDashboard": map[string]any{"enabled": true}, "prometheusRule": map[string]any{"enabled": true}}}),
 	} {
 		caps := chartutil.KubeVersion{Version: "v1.30.0", Major: "1", Minor: "30"}
@@ -268,7 +268,7 @@ func TestOverriddenValues(t *testing.T) {
 	m := mustRender(t, with(map[string]any{
 		"worker":  map[string]any{"replicaCount": 5, "maxInFlight": 64, "partitionBuffer": 200},
 		"secrets": map[string]any{"existingSecret": "acme-prod-secrets"},
-		"replay": map[string]any{"enabled": true, "dryRun": true, "eventTypes": []any{"contact.updated", "contact.created"}, "contactIds": []any{"c-1"}, "actor": "sre-on-call",
+		"replay": map[string]any{"enabled": true, "id": "incident-42", "dryRun": true, "eventTypes": []any{"contact.updated", "contact.created"}, "contactIds": []any{"c-1"}, "actor": "sre-on-call",
 			"errorKinds": []any{"transient"}, "since": "2026-11-26T10:00:00Z", "limit": 500, "rate": 50},
 		"serviceMonitor": map[string]any{"enabled": true},
 	}))
@@ -367,7 +367,7 @@ func TestEnvironmentIsWhatTheBinariesRead(t *testing.T) {
 		reads["contact-worker"][n] = true
 		reads["dlq-replay"][n] = true
 	}
-	for _, vals := range []map[string]any{required(), with(map[string]any{"replay": map[string]any{"enabled": true}, "worker": map[string]any{"env": map[string]any{"WORKER_CONTACTS_API_TIMEOUT": "5s"}}})} {
+	for _, vals := range []map[string]any{required(), with(map[string]any{"replay": map[string]any{"enabled": true, "id": "test"}, "worker": map[string]any{"env": map[string]any{"WORKER_CONTACTS_API_TIMEOUT": "5s"}}})} {
 		m := mustRender(t, vals)
 		var containers []corev1.Container
 		for _, d := range m.deployments {
@@ -468,7 +468,7 @@ func TestProbesPortsAndGracePeriods(t *testing.T) {
 }
 
 func TestSecurityContexts(t *testing.T) {
-	m := mustRender(t, with(map[string]any{"replay": map[string]any{"enabled": true}}))
+	m := mustRender(t, with(map[string]any{"replay": map[string]any{"enabled": true, "id": "test"}}))
 	var pods []corev1.PodSpec
 	for _, d := range m.deployments {
 		pods = append(pods, d.Spec.Template.Spec)
@@ -501,7 +501,7 @@ func TestSecurityContexts(t *testing.T) {
 }
 
 func TestImagesArePinned(t *testing.T) {
-	m := mustRender(t, with(map[string]any{"replay": map[string]any{"enabled": true}}))
+	m := mustRender(t, with(map[string]any{"replay": map[string]any{"enabled": true, "id": "test"}}))
 	for _, o := range []struct {
 		name  string
 		image string
@@ -561,7 +561,7 @@ func TestKafkaSecurity(t *testing.T) {
 	m := mustRender(t, with(map[string]any{
 		"kafka": map[string]any{"security": map[string]any{"protocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512", "existingSecret": "kafka-user",
 			"tls": map[string]any{"existingSecret": "kafka-ca", "clientCertificate": true, "serverName": "kafka.internal"}}},
-		"replay": map[string]any{"enabled": true},
+		"replay": map[string]any{"enabled": true, "id": "test"},
 	}))
 	containers := []corev1.PodSpec{m.deployments["gateway"].Spec.Template.Spec, m.deployments["worker"].Spec.Template.Spec, m.jobs[0].Spec.Template.Spec}
 	for _, pod := range containers {

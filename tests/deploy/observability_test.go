@@ -64,7 +64,10 @@ func exported() map[string]bool {
 			}
 		}
 	}
-	names["kube_deployment_status_replicas_available"] = true // kube-state-metrics
+	for _, n := range []string{"kube_deployment_status_replicas_available", "kube_deployment_spec_replicas", "kube_job_status_failed"} {
+		names[n] = true // kube-state-metrics
+	}
+	names["up"] = true // Prometheus, per scrape target
 	return names
 }
 
@@ -182,7 +185,8 @@ func TestPrometheusRule(t *testing.T) {
 		}
 	}
 	want := []string{"AcmeGatewayNotReady", "AcmeGateway503Ratio", "AcmeWebhookSignatureFailures", "AcmeWorkerNotReady",
-		"AcmeConsumerLagGrowing", "AcmeDLQGrowing", "AcmeParkedContacts", "AcmeContactsAPIOutage", "AcmeContactsAPICredentialsRefused", "AcmeContactsAPIMisconfigured"}
+		"AcmeConsumerLagGrowing", "AcmeDataStale", "AcmeDLQNotReplayed", "AcmeWorkerWriteFailures", "AcmeParkedContacts", "AcmeContactsAPIOutage",
+		"AcmeContactsAPICredentialsRefused", "AcmeContactsAPIMisconfigured", "AcmeWorkerNotConsuming", "AcmeScrapeTargetDown", "AcmeKubeStateMetricsAbsent"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts %v, want %v", alerts, want)
 	}
@@ -254,6 +258,8 @@ tests:
         values: '0+120x20'
       - series: 'kube_deployment_status_replicas_available{namespace="contacts",deployment="acme-acme-integration-gateway"}'
         values: '2x5 0x10'
+      - series: 'kube_deployment_spec_replicas{namespace="contacts",deployment="acme-acme-integration-gateway"}'
+        values: '2x20'
     alert_rule_test:
       - {eval_time: 4m, alertname: AcmeGateway503Ratio}
       - eval_time: 12m
@@ -274,13 +280,17 @@ tests:
     input_series:
       - series: 'worker_consumer_lag{%[2]s,topic="contact-events",partition="0"}'
         values: '500+100x30'
-      - series: 'worker_dead_lettered_total{%[2]s,kind="permanent"}'
-        values: '0x10 1x20'
+      - series: 'worker_dlq_unreplayed_records{%[2]s}'
+        values: '0x10 1x20 0x5'
+      - series: 'worker_oldest_unfinished_age_seconds{%[2]s,topic="contact-events",partition="0"}'
+        values: '0.2x5 0+60x20 0.1x10'
       - series: 'worker_contacts_api_outage{%[2]s}'
         values: '0x5 1x20'
       - series: 'worker_parked_contacts{%[2]s}'
         values: '0x100'
       - series: 'kube_deployment_status_replicas_available{namespace="contacts",deployment="acme-acme-integration-worker"}'
+        values: '3x30'
+      - series: 'kube_deployment_spec_replicas{namespace="contacts",deployment="acme-acme-integration-worker"}'
         values: '3x30'
     alert_rule_test:
       - {eval_time: 8m, alertname: AcmeConsumerLagGrowing}
@@ -288,11 +298,18 @@ tests:
         alertname: AcmeConsumerLagGrowing
         exp_alerts:
           - exp_labels: {severity: warning}
-      - {eval_time: 9m, alertname: AcmeDLQGrowing}
-      - eval_time: 12m
-        alertname: AcmeDLQGrowing
+      - {eval_time: 15m, alertname: AcmeDataStale}
+      - eval_time: 19m
+        alertname: AcmeDataStale
         exp_alerts:
           - exp_labels: {severity: warning}
+      - {eval_time: 30m, alertname: AcmeDataStale}
+      - {eval_time: 20m, alertname: AcmeDLQNotReplayed}
+      - eval_time: 27m
+        alertname: AcmeDLQNotReplayed
+        exp_alerts:
+          - exp_labels: {severity: warning}
+      - {eval_time: 33m, alertname: AcmeDLQNotReplayed}
       - eval_time: 15m
         alertname: AcmeContactsAPIOutage
         exp_alerts:
@@ -310,7 +327,16 @@ tests:
         values: '100x30'
       - series: 'worker_contacts_api_fault{%[2]s,cause="not_found"}'
         values: '0x5 1x10 0x10'
+      - series: 'kube_deployment_spec_replicas{namespace="contacts",deployment="acme-acme-integration-worker"}'
+        values: '2x30'
+      - series: 'kube_deployment_status_replicas_available{namespace="contacts",deployment="acme-acme-integration-worker"}'
+        values: '2x5 0x25'
     alert_rule_test:
+      - {eval_time: 6m, alertname: AcmeWorkerNotReady}
+      - eval_time: 10m
+        alertname: AcmeWorkerNotReady
+        exp_alerts:
+          - exp_labels: {severity: critical}
       - {eval_time: 5m, alertname: AcmeContactsAPICredentialsRefused}
       - eval_time: 10m
         alertname: AcmeContactsAPICredentialsRefused
@@ -322,4 +348,41 @@ tests:
         exp_alerts:
           - exp_labels: {severity: critical}
       - {eval_time: 25m, alertname: AcmeContactsAPIMisconfigured}
+  # KEDA scales the worker to zero (nothing to do): not an outage. Later
+  # webhooks are accepted and no member processes them; a worker pod is
+  # not scraped; state writes keep failing.
+  - interval: 1m
+    input_series:
+      - series: 'kube_deployment_spec_replicas{namespace="contacts",deployment="acme-acme-integration-worker"}'
+        values: '0x40'
+      - series: 'kube_deployment_status_replicas_available{namespace="contacts",deployment="acme-acme-integration-worker"}'
+        values: '0x40'
+      - series: 'gateway_http_requests_total{%[1]s,route="/webhooks/acmecrm",status="202"}'
+        values: '0x10 0+60x30'
+      - series: 'worker_events_total{%[2]s,event_type="contact.updated",outcome="applied"}'
+        values: '500x40'
+      - series: 'up{%[2]s,instance="10.0.0.7:9090"}'
+        values: '1x10 0x10 1x20'
+      - series: 'worker_state_write_failures_total{%[2]s}'
+        values: '0x10 0+1x30'
+      - series: 'worker_dlq_publish_failures_total{%[2]s}'
+        values: '0x40'
+    alert_rule_test:
+      - {eval_time: 30m, alertname: AcmeWorkerNotReady}
+      - {eval_time: 20m, alertname: AcmeWorkerNotConsuming}
+      - eval_time: 30m
+        alertname: AcmeWorkerNotConsuming
+        exp_alerts:
+          - exp_labels: {severity: critical}
+      - {eval_time: 14m, alertname: AcmeScrapeTargetDown}
+      - eval_time: 17m
+        alertname: AcmeScrapeTargetDown
+        exp_alerts:
+          - exp_labels: {severity: warning, job: acme-acme-integration-worker}
+      - {eval_time: 25m, alertname: AcmeScrapeTargetDown}
+      - {eval_time: 15m, alertname: AcmeWorkerWriteFailures}
+      - eval_time: 25m
+        alertname: AcmeWorkerWriteFailures
+        exp_alerts:
+          - exp_labels: {severity: warning}
 `, `namespace="contacts",job="acme-acme-integration-gateway"`, `namespace="contacts",job="acme-acme-integration-worker"`)

@@ -45,8 +45,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* An image reference; call with (dict "ctx" $ "repository" "webhook-gateway"). */}}
+{{/* An image: <registry>/<repository>@<digest> when a digest pins it, else :<tag>. */}}
 {{- define "acme-integration.image" -}}
+{{- if .digest }}
+{{- printf "%s/%s@%s" .ctx.Values.image.registry .repository .digest }}
+{{- else }}
 {{- printf "%s/%s:%s" .ctx.Values.image.registry .repository (include "acme-integration.tag" .ctx) }}
+{{- end }}
 {{- end }}
 
 {{- define "acme-integration.serviceAccountName" -}}
