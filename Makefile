@@ -53,6 +53,10 @@ test-short: ## Unit tests only (no broker needed).
 bench: ## Measure gateway, worker and end to end on the local broker against Kafka's own perf tools, then the worker's concurrency (medians of RUNS=5).
 	scripts/with-kafka.sh scripts/bench.sh
 
+.PHONY: bench-freshness
+bench-freshness: ## How old a change is when it reaches the Contacts API: webhooks at 50 % and 90 % of one worker's capacity, 1 and 3 workers, a minute each, against an idle reference (RUNS=3); report in bench/out/freshness.md.
+	scripts/with-kafka.sh scripts/bench-freshness.sh
+
 FUZZTIME ?= 30s
 
 .PHONY: fuzz
@@ -100,7 +104,7 @@ helm-lint: ## helm lint the chart with the Helm pinned in go.mod (go tool helm).
 helm-template: ## Render the chart with example required values (HELM_SET=... to change them).
 	$(GO) tool helm template acme $(CHART) --kube-version 1.30.0 $(HELM_SET)
 
-##@ Kafka (a real single-node KRaft broker on 127.0.0.1:9092)
+##@ Kafka (a real single-node KRaft broker on 127.0.0.1:9092, or a free port when 9092 is another program's)
 
 .PHONY: kafka-up
 kafka-up: ## Fetch Apache Kafka from Maven Central (once) and start the broker; reuses a running one.

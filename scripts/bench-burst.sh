@@ -13,9 +13,9 @@ runs=${RUNS_BURST:-3}
 out=bench/out
 mkdir -p "$out"
 brokers=127.0.0.1:${KAFKA_PORT:-9092}
-addr=127.0.0.1:18081
 secret=whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==
 source scripts/bench-lib.sh
+addr=$(free_addr)
 need hey
 make -s build
 

@@ -27,10 +27,10 @@ conns=${CONNS:-64}
 out=bench/out
 mkdir -p "$out"
 brokers=127.0.0.1:${KAFKA_PORT:-9092}
-gw_addr=127.0.0.1:18082
-pprof_addr=127.0.0.1:18083
-noop_addr=127.0.0.1:18090
-base_addr=127.0.0.1:18084
+gw_addr=$(free_addr)
+pprof_addr=$(free_addr)
+noop_addr=$(free_addr)
+base_addr=$(free_addr)
 secret=whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==
 topic=bench-eff-$(date +%s)
 need wrk

@@ -22,3 +22,16 @@ wait_ready() {
   for _ in $(seq 1 120); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.5; done
   curl -fsS "$1" >/dev/null
 }
+
+# free_addr: 127.0.0.1:<a port nothing listens on now>, chosen at random in
+# 20000-29999 (below the kernel's ephemeral range): the machine is shared,
+# no port is assumed free.
+free_addr() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 10000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "127.0.0.1:$p"; return 0; }
+  done
+  echo "bench: no free port found" >&2
+  return 1
+}

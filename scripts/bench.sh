@@ -21,10 +21,10 @@ brokers=127.0.0.1:${KAFKA_PORT:-9092}
 stamp=$(date +%s)
 topic=bench-gw-$stamp
 ref_topic=bench-ref-$stamp
-addr=127.0.0.1:18080
 secret=whsec_YmVuY2gtc2VjcmV0LWJlbmNoLXNlY3JldA==
 
 source scripts/bench-lib.sh
+addr=$(free_addr)
 need hey
 
 make -s build

@@ -6,7 +6,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 standin=http://${STANDIN_ADDR:-127.0.0.1:8090}
-brokers=${KAFKA_BROKERS:-127.0.0.1:9092}
+brokers=${KAFKA_BROKERS:-127.0.0.1:$(scripts/kafka.sh port 2>/dev/null || echo 9092)} # the broker `make run` uses
 curl -fsS "http://${GATEWAY_LISTEN_ADDR:-127.0.0.1:8080}/readyz" >/dev/null || { echo "demo: start \`make run\` first"; exit 1; }
 command -v kcat >/dev/null || { echo "demo: installing kcat (Debian package)"; apt-get install -y -qq kcat >/dev/null; }
 

@@ -9,7 +9,8 @@
 #
 #   scripts/kafka.sh up       fetch (once), format (once), start, wait until it answers
 #   scripts/kafka.sh down     stop it cleanly
-#   scripts/kafka.sh status   say whether it answers
+#   scripts/kafka.sh status   say whether the broker this script started answers
+#   scripts/kafka.sh port     print that broker's PLAINTEXT port
 #   scripts/kafka.sh fetch    only fetch the jars
 #   scripts/kafka.sh tool CLASS ARGS...   run one of Kafka's own tools (e.g.
 #                             org.apache.kafka.tools.TopicCommand --list ...)
@@ -20,27 +21,63 @@
 #                             KAFKA_CLUSTER_PORT (39100), +10, +20; default
 #                             replication factor 3, min.insync.replicas 2
 #
-# Environment: KAFKA_PORT (default 9092; the controller uses KAFKA_PORT+1,
-# SASL_SSL KAFKA_PORT+2, SSL KAFKA_PORT+3),
-# KAFKA_HEAP (default 768m), KAFKA_HOME (default .cache/kafka in the repo).
+# This script only ever uses, configures or stops a broker it started
+# itself (its pid file). When something else listens on 9092 (a broker of
+# another clone or project), it is left alone: without KAFKA_PORT the
+# broker starts on a free block of four ports instead, and says so; the
+# port is kept in .cache/kafka/port for the next commands (`port` prints
+# it). With KAFKA_PORT set, a port taken by another program is an error.
+#
+# Environment: KAFKA_PORT (default 9092, or the port of the broker this
+# script runs; the controller uses KAFKA_PORT+1, SASL_SSL KAFKA_PORT+2, SSL
+# KAFKA_PORT+3), KAFKA_HEAP (default 768m), KAFKA_HOME (default .cache/kafka
+# in the repo).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pom="$repo/scripts/kafka/pom.xml"
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")
-port=${KAFKA_PORT:-9092}
-controller_port=$((port + 1))
-sasl_port=$((port + 2))
-ssl_port=$((port + 3))
 heap=${KAFKA_HEAP:-768m}
 home=${KAFKA_HOME:-$repo/.cache/kafka}
 libs="$home/$version/libs"
-run="$home/run-$port"
-pidfile="$run/broker.pid"
 tls="$home/tls"
 scram_user=acme-integration
 scram_file="$home/scram-password"
-logfile="$run/broker.log"
+portfile="$home/port" # the port of the broker this script started last
+
+# set_port PORT: the broker's ports and files.
+set_port() {
+  port=$1
+  controller_port=$((port + 1))
+  sasl_port=$((port + 2))
+  ssl_port=$((port + 3))
+  run="$home/run-$port"
+  pidfile="$run/broker.pid"
+  logfile="$run/broker.log"
+}
+# ours PORT: a broker this script started runs for PORT.
+ours() { [ -f "$home/run-$1/broker.pid" ] && kill -0 "$(cat "$home/run-$1/broker.pid")" 2>/dev/null; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# free_block: a port p with p..p+3 free, among 20000-29999 (below the
+# kernel's ephemeral range).
+free_block() {
+  local p o tries
+  for tries in $(seq 1 200); do
+    p=$((20000 + (RANDOM % 2500) * 4))
+    for o in 0 1 2 3; do listening $((p + o)) && continue 2; done
+    echo "$p"
+    return 0
+  done
+  return 1
+}
+explicit_port=${KAFKA_PORT:-}
+if [ -n "$explicit_port" ]; then
+  set_port "$explicit_port"
+elif [ -f "$portfile" ] && ours "$(cat "$portfile")"; then
+  set_port "$(cat "$portfile")"
+else
+  set_port 9092
+fi
 
 say() { printf 'kafka: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -167,8 +204,10 @@ CONF
 }
 
 # scram_user_made creates the SCRAM user (both hashes) once per data
-# directory, through the plaintext listener.
+# directory, through the plaintext listener, on the broker this script
+# started (never on another).
 scram_user_made() {
+  running_pid >/dev/null || die "no broker started by this script on $port: its users are not this script's to change"
   [ -f "$run/data/.scram-$scram_user" ] && return 0
   local pw mechanism; pw=$(cat "$scram_file")
   for mechanism in SCRAM-SHA-512 SCRAM-SHA-256; do # one per request, as Kafka requires
@@ -182,23 +221,36 @@ scram_user_made() {
 up() {
   fetch
   tls_material
-  mkdir -p "$run" && write_log_config
-  if answers; then
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$sasl_port") 2>/dev/null && pid=$(running_pid); then
-      say "broker $pid has no secured listeners (an older configuration): restarting it"
+  if running_pid >/dev/null && answers; then
+    if ! listening "$sasl_port"; then
+      say "broker $(running_pid) has no secured listeners (an older configuration): restarting it"
       down
     else
-      say "broker already answering on 127.0.0.1:$port (reused)"
+      say "broker already answering on 127.0.0.1:$port (started by this script; reused)"
+      mkdir -p "$run" && write_log_config
       scram_user_made
+      echo "$port" >"$portfile"
       return 0
     fi
   fi
+  if ! running_pid >/dev/null; then
+    local o
+    for o in 0 1 2 3; do
+      listening $((port + o)) || continue
+      if [ -n "$explicit_port" ]; then
+        die "127.0.0.1:$((port + o)) is taken by a program this script did not start (a broker of another clone or project?): it is left alone. Choose another KAFKA_PORT, or unset it to start on a free port."
+      fi
+      local was=$port np
+      np=$(free_block) || die "no free block of four ports found in 20000-29999"
+      set_port "$np"
+      say "127.0.0.1:$((was + o)) is taken by a program this script did not start: it is left alone; this broker starts on 127.0.0.1:$port instead"
+      break
+    done
+  fi
+  mkdir -p "$run" && write_log_config
   if pid=$(running_pid); then
     say "broker process $pid exists but does not answer yet; waiting for it"
   else
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      die "port $port is taken by something that is not a Kafka broker; set KAFKA_PORT"
-    fi
     write_server_config
     if [ ! -f "$run/data/meta.properties" ]; then
       local id; id=$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null)
@@ -218,6 +270,7 @@ up() {
     sleep 0.5
   done
   scram_user_made
+  echo "$port" >"$portfile"
   say "broker answering on 127.0.0.1:$port (PLAINTEXT), 127.0.0.1:$sasl_port (SASL_SSL), 127.0.0.1:$ssl_port (SSL, client certificates)"
 }
 
@@ -334,9 +387,10 @@ esac
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  status) if answers; then say "answering on 127.0.0.1:$port"; else say "not answering on 127.0.0.1:$port"; exit 1; fi ;;
+  status) if running_pid >/dev/null && answers; then say "answering on 127.0.0.1:$port"; else say "no broker started by this script answers on 127.0.0.1:$port"; exit 1; fi ;;
+  port) if running_pid >/dev/null; then echo "$port"; else say "no broker started by this script is running"; exit 1; fi ;;
   fetch) fetch ;;
   tool) shift; tool "$@" ;;
   reset) down; rm -rf "$run"; say "data deleted" ;;
-  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -9,7 +9,6 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 # Local-only settings; every one can be overridden from the environment.
-export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
 export LOG_FORMAT=${LOG_FORMAT:-console}
 export GATEWAY_LISTEN_ADDR=${GATEWAY_LISTEN_ADDR:-127.0.0.1:8080}
 # A development secret, for this machine only (see README "Sending a webhook").
@@ -43,6 +42,10 @@ if ! scripts/kafka.sh status 2>/dev/null; then
   scripts/kafka.sh up
   started_kafka=1
 fi
+# The project's broker: 9092, or a free port when 9092 is another's.
+KAFKA_PORT=$(scripts/kafka.sh port)
+export KAFKA_PORT
+export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:$KAFKA_PORT}
 
 start() { # name command...: run in the background with prefixed output
   local name=$1; shift
