@@ -172,7 +172,7 @@ func TestChaosSingleBroker(t *testing.T) {
 	if os.Getenv("CHAOS") == "" {
 		t.Skip("the chaos suite runs with make chaos (CHAOS=1)")
 	}
-	own := startOwnBroker(t, 29092)
+	own := startOwnBroker(t)
 	api, url := contactsAPI(t)
 	api.SetLatency(2 * time.Millisecond)
 	topics := topicEnv(t)
@@ -339,8 +339,10 @@ func TestChaosCluster(t *testing.T) {
 	if os.Getenv("CHAOS_CLUSTER") == "" {
 		t.Skip("make chaos-cluster runs it (CHAOS_CLUSTER=1)")
 	}
+	clusterPort := freePortBlock(t, 0, 1, 10, 11, 20, 21) // each node's PLAINTEXT and controller ports
 	script := func(args ...string) {
 		cmd := exec.Command("../../scripts/kafka.sh", args...)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_CLUSTER_PORT=%d", clusterPort))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("kafka.sh %v: %v\n%s", args, err, out)
 		}
@@ -348,7 +350,7 @@ func TestChaosCluster(t *testing.T) {
 	script("cluster-reset")
 	script("cluster-up")
 	t.Cleanup(func() { script("cluster-reset") })
-	cluster := "127.0.0.1:39100,127.0.0.1:39110,127.0.0.1:39120"
+	cluster := fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", clusterPort, clusterPort+10, clusterPort+20)
 	topics := topicEnv(t)
 	gwEnv := merge(topics, map[string]string{
 		"KAFKA_BROKERS": cluster, "KAFKA_REPLICATION_FACTOR": "3", "KAFKA_TOPIC_PARTITIONS": "6", "KAFKA_HEALTH_INTERVAL": "250ms",
@@ -379,7 +381,7 @@ func TestChaosCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := leader.ID()
-	pidFile := filepath.Join(kafkaHome, "run-cluster-39100", fmt.Sprintf("node-%d", node), "broker.pid")
+	pidFile := filepath.Join(kafkaHome, fmt.Sprintf("run-cluster-%d", clusterPort), fmt.Sprintf("node-%d", node), "broker.pid")
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)

@@ -110,8 +110,18 @@ func TestWorkerCredentialsRefused(t *testing.T) {
 	if n := metric(t, wk, "worker_parked_contacts"); n != 0 {
 		t.Errorf("%v contacts parked for refused credentials", n)
 	}
+	// Freshness: the events held by the fault get older every second.
+	a1 := oldestAge(t, wk)
+	time.Sleep(1500 * time.Millisecond)
+	if a2 := oldestAge(t, wk); a1 < 1 || a2 < a1+1 {
+		t.Errorf("oldest unfinished age %v s then %v s during the fault: want it growing", a1, a2)
+	}
 	api.SetToken("test-token")
 	eventually(t, 10*time.Second, "everything applied once the token is accepted", func() bool { return appliedCount(api) == 18 })
+	eventually(t, 5*time.Second, "the oldest unfinished age back to 0", func() bool { return oldestAge(t, wk) == 0 })
+	if n := histogramCount(t, wk, "worker_event_age_seconds", `outcome="applied"`); n != 18 {
+		t.Errorf("worker_event_age_seconds counted %v applied events, want 18", n)
+	}
 	checkOrder(t, api, "k", 6, 3)
 	eventually(t, 5*time.Second, "the fault over", func() bool { return faultCause(t, wk) == "" })
 	if !strings.Contains(wk.logs.String(), `"cause":"credentials_refused"`) {
@@ -252,4 +262,30 @@ func TestWorkerFaultSurvivesRebalance(t *testing.T) {
 	}
 	checkOrder(t, api, "f", 6, 2)
 	noDeadLetters(t, topics)
+}
+
+// oldestAge is the largest worker_oldest_unfinished_age_seconds over the
+// partitions the member holds.
+func oldestAge(t testing.TB, b *binary) float64 {
+	t.Helper()
+	top := 0.0
+	for _, line := range scrape(t, b) {
+		if strings.HasPrefix(line, "worker_oldest_unfinished_age_seconds{") {
+			top = max(top, sample(t, line))
+		}
+	}
+	return top
+}
+
+// histogramCount sums the _count series of histogram name whose labels
+// contain match.
+func histogramCount(t testing.TB, b *binary, name, match string) float64 {
+	t.Helper()
+	var n float64
+	for _, line := range scrape(t, b) {
+		if strings.HasPrefix(line, name+"_count{") && strings.Contains(line, match) {
+			n += sample(t, line)
+		}
+	}
+	return n
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/acmecrm/integration-service/pkg/gateway"
 )
 
 // sender signs webhooks with the Standard Webhooks reference library: a
@@ -96,8 +100,9 @@ func TestGatewayEnqueuesExactlyTheAcceptedEvents(t *testing.T) {
 		"evt_c": event("contact.created", "evt_c", "c-1"),
 		"evt_u": event("contact.updated", "evt_u", "c-1"),
 		"evt_d": event("contact.deleted", "evt_d", "c-2"),
+		"evt_m": event("contact.merged", "evt_m", "c-3"), // a type AcmeCRM added: accepted, kept
 	}
-	for _, id := range []string{"evt_c", "evt_u", "evt_d"} {
+	for _, id := range []string{"evt_c", "evt_u", "evt_d", "evt_m"} {
 		r := s.mustSend(accepted[id], nil)
 		if r.status != 202 || r.body["status"] != "accepted" || r.body["event_id"] != id {
 			t.Fatalf("%s: got %d %v, want 202 accepted", id, r.status, r.body)
@@ -114,7 +119,9 @@ func TestGatewayEnqueuesExactlyTheAcceptedEvents(t *testing.T) {
 			r.Header.Set("webhook-timestamp", strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10))
 		}, 401},
 		{"not JSON", "not json", nil, 400},
-		{"unknown type", event("contact.merged", "evt_x3", "c-9"), nil, 422},
+		{"lone surrogate in the contact id", strings.Replace(event("contact.created", "evt_x3", "c-X"), `"c-X"`, `"c-\ud800"`, 1), nil, 400},
+		{"contact id not one path segment", event("contact.created", "evt_x7", "c/9"), nil, 422},
+		{"gzip", event("contact.created", "evt_x8", "c-9"), func(r *http.Request) { r.Header.Set("Content-Encoding", "gzip") }, 415},
 		{"wrong media type", event("contact.created", "evt_x4", "c-9"), func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }, 415},
 		{"too large", event("contact.created", "evt_x5", strings.Repeat("9", 5000)), nil, 413},
 		{"wrong method", event("contact.created", "evt_x6", "c-9"), func(r *http.Request) { r.Method = http.MethodPut }, 405},
@@ -247,7 +254,7 @@ func TestGateway1000ConcurrentRequests(t *testing.T) {
 // Kafka stopped: 503 with Retry-After and /readyz 503. Kafka back: 202 again
 // without restarting the gateway, and nothing acknowledged is missing.
 func TestGatewaySurvivesBrokerOutage(t *testing.T) {
-	own := startOwnBroker(t, 19092)
+	own := startOwnBroker(t)
 	topics := topicEnv(t)
 	gw := startGateway(t, gatewayEnv(topics, map[string]string{
 		"KAFKA_BROKERS": own.addr, "GATEWAY_ENQUEUE_TIMEOUT": "3s", "KAFKA_HEALTH_INTERVAL": "250ms", "KAFKA_DIAL_TIMEOUT": "1s",
@@ -398,4 +405,71 @@ func TestGatewayPprofOnlyWhenAskedAndOnItsOwnPort(t *testing.T) {
 			t.Errorf("webhook port %s answers /debug/pprof/ with %d, want 404", addr, resp.StatusCode)
 		}
 	}
+}
+
+// An event type AcmeCRM adds tomorrow: accepted by the gateway (202),
+// dead-lettered by the worker as unsupported without a call, its contact
+// not parked (the next event is applied at once), and replayable by type.
+func TestUnknownEventTypeThroughGatewayAndWorker(t *testing.T) {
+	api, url := contactsAPI(t)
+	topics := topicEnv(t)
+	gw := startGateway(t, gatewayEnv(topics, nil))
+	startWorker(t, workerEnv(topics, url, nil))
+	s := newSender(t, gw)
+	if r := s.mustSend(event("contact.merged", "evt_merge_1", "u-1"), nil); r.status != 202 {
+		t.Fatalf("contact.merged: %d %v, want 202", r.status, r.body)
+	}
+	if r := s.mustSend(strings.Replace(event("contact.updated", "evt_u_2", "u-1"), "17:06:39", "17:07:39", 1), nil); r.status != 202 {
+		t.Fatalf("contact.updated: %d %v", r.status, r.body)
+	}
+	eventually(t, 30*time.Second, "the update applied at once", func() bool { return firstName(t, api, "u-1") == "John" })
+	dlq := topics["KAFKA_DLQ_TOPIC"]
+	if got := dlqOf(t, dlq, "u-1"); strings.Join(got, " ") != "evt_merge_1/unsupported/" {
+		t.Errorf("dead letters of u-1 %v, want the merge as unsupported (nothing parked)", got)
+	}
+	for _, c := range api.Calls() {
+		if c.IdempotencyKey == "evt_merge_1" {
+			t.Errorf("the Contacts API was called for an unsupported event: %+v", c)
+		}
+	}
+	// Once a release applies the type, the SRE replays them by type.
+	_, sum := runReplay(t, merge(topics, map[string]string{"WORKER_REPLAY_GROUP_ID": uniqueName(t, "replay"), "WORKER_REPLAY_EVENT_TYPE": "contact.merged"}))
+	if sum.Replayed != 1 {
+		t.Errorf("replay by type: %+v, want the merge replayed", sum)
+	}
+	eventually(t, 30*time.Second, "the merge dead-lettered again by this release", func() bool { return len(dlqOf(t, dlq, "u-1")) == 2 })
+}
+
+// The gateway compares its body limit with the real topic's
+// max.message.bytes at start, and a record Kafka refuses as too large
+// gets a final answer (413 record_too_large), never "try again".
+func TestGatewayRecordLimitOfTheTopic(t *testing.T) {
+	topics := topicEnv(t)
+	small := "65536"
+	if err := newAdmin(t).CreateTopic(topics["KAFKA_TOPIC"], &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1,
+		ConfigEntries: map[string]*string{"max.message.bytes": &small}}, false); err != nil {
+		t.Fatal(err)
+	}
+	// 1 MiB bodies cannot fit a 64 KiB topic: refused at start, naming both.
+	env := merge(map[string]string{"KAFKA_BROKERS": brokers, "GATEWAY_LISTEN_ADDR": freeAddr(t)}, gatewayEnv(topics, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out syncBuffer
+	err := gateway.Run(ctx, "test", nil, func(k string) string { return env[k] }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "max.message.bytes is 65536") || !strings.Contains(err.Error(), "GATEWAY_MAX_BODY_BYTES=1048576") {
+		t.Fatalf("start with 1 MiB bodies on a 64 KiB topic: %v, want a refusal naming both settings", err)
+	}
+
+	// 40,000-byte bodies fit; the topic is then lowered under them.
+	gw := startGateway(t, gatewayEnv(topics, map[string]string{"GATEWAY_MAX_BODY_BYTES": "40000"}))
+	lower := "20000"
+	if err := newAdmin(t).AlterConfig(sarama.TopicResource, topics["KAFKA_TOPIC"], map[string]*string{"max.message.bytes": &lower}, false); err != nil {
+		t.Fatal(err)
+	}
+	s := newSender(t, gw)
+	body := strings.Replace(event("contact.created", "evt_big", "big-1"), `"acme_phone":"555-123-4567"`, `"acme_phone":"`+strings.Repeat("5", 30000)+`"`, 1)
+	eventually(t, 20*time.Second, "a 30 KB record refused by Kafka: 413 record_too_large", func() bool {
+		r := s.mustSend(body, nil)
+		return r.status == 413 && r.body["error"] == "record_too_large"
+	})
 }

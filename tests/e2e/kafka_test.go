@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -90,8 +92,12 @@ type ownBroker struct {
 	addr string
 }
 
-func startOwnBroker(t testing.TB, port int) *ownBroker {
+// startOwnBroker starts a broker on a block of four ports free now
+// (PLAINTEXT, controller, SASL_SSL, SSL), never fixed ones: the machine is
+// shared.
+func startOwnBroker(t testing.TB) *ownBroker {
 	t.Helper()
+	port := freePortBlock(t, 0, 1, 2, 3)
 	b := &ownBroker{port: port, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	b.script(t, "reset") // fresh data: no state from an earlier run
 	b.script(t, "up")
@@ -106,4 +112,28 @@ func (b *ownBroker) script(t testing.TB, verb string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kafka.sh %s (port %d): %v\n%s", verb, b.port, err, out)
 	}
+}
+
+// freePortBlock returns a port p such that p+offset is free on 127.0.0.1 for
+// every offset given, chosen at random in 20000-29999 (below the kernel's
+// ephemeral range, so that outgoing connections do not take them meanwhile).
+func freePortBlock(t testing.TB, offsets ...int) int {
+	t.Helper()
+	for range 500 {
+		p := 20000 + rand.IntN(9900)
+		free := true
+		for _, o := range offsets {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+o))
+			if err != nil {
+				free = false
+				break
+			}
+			l.Close()
+		}
+		if free {
+			return p
+		}
+	}
+	t.Fatal("no free block of ports found in 20000-29999")
+	return 0
 }

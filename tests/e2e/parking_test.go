@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -254,4 +256,33 @@ func TestStateTopicProvisioned(t *testing.T) {
 	if len(want) != 0 {
 		t.Errorf("configs not found: %v", want)
 	}
+}
+
+// Every contact id the gateway accepts can be released, commas and spaces
+// included: --replay-contact-id splits on commas, the id file does not.
+func TestParkingReleaseAnyContactID(t *testing.T) {
+	api, url := contactsAPI(t)
+	topics := topicEnv(t)
+	const id = "acme, inc. #7"
+	_ = api.Fail(standin.Failure{ContactID: id, Status: 422})
+	startWorker(t, workerEnv(topics, url, nil))
+	p := newProducer(t)
+	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
+	publishEvent(t, p, topic, "contact.updated", "evt_odd_1", id, "v1")
+	publishEvent(t, p, topic, "contact.updated", "evt_odd_2", id, "v2")
+	eventually(t, 30*time.Second, "E1 dead, E2 parked", func() bool { return len(dlqOf(t, dlq, id)) == 2 })
+	api.ClearFailures()
+	file := filepath.Join(t.TempDir(), "ids")
+	if err := os.WriteFile(file, []byte(id+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := merge(parkingEnv(topics, t), map[string]string{"WORKER_REPLAY_CONTACT_ID_FILE": file})
+	eventually(t, 10*time.Second, "the contact parked in the state topic", func() bool {
+		lines, _ := runReplay(t, parkingEnv(topics, t), "--replay-list-parked")
+		return len(lines) == 1 && lines[0].ContactID == id
+	})
+	if _, sum := runReplay(t, env); sum.Released != 1 || sum.Replayed != 2 {
+		t.Fatalf("release by file: %+v", sum)
+	}
+	eventually(t, 30*time.Second, "E1 and E2 applied", func() bool { return firstName(t, api, id) == "v2" })
 }

@@ -311,6 +311,20 @@ func TestOneTraceFromWebhookToContactsAPI(t *testing.T) {
 	eventually(t, 10*time.Second, "worker_replayed_events_total 1", func() bool { return metric(t, wk, "worker_replayed_events_total") == 1 })
 	wk2 := startWorker(t, workerEnv(topics, url, nil))
 	eventually(t, 10*time.Second, "worker_dlq_records 1", func() bool { return metric(t, wk2, "worker_dlq_records") == 1 })
+	// The replay above ran in a group of its own: the routine replay group
+	// has not read the dead letter yet.
+	if got := metric(t, wk2, "worker_dlq_unreplayed_records"); got != 1 {
+		t.Errorf("worker_dlq_unreplayed_records %v, want 1 (the routine group read nothing)", got)
+	}
+	wk2.stop(t)
+	routine := uniqueName(t, "routine")
+	if _, sum := runReplay(t, merge(topics, map[string]string{"WORKER_REPLAY_GROUP_ID": routine})); sum.Replayed != 1 {
+		t.Fatalf("routine replay: %+v", sum)
+	}
+	wk3 := startWorker(t, workerEnv(topics, url, map[string]string{"WORKER_REPLAY_GROUP_ID": routine}))
+	eventually(t, 10*time.Second, "worker_dlq_unreplayed_records 0 once the routine group replayed it", func() bool {
+		return metric(t, wk3, "worker_dlq_unreplayed_records") == 0 && metric(t, wk3, "worker_dlq_records") == 1
+	})
 }
 
 // With tracing off (no OTEL_* exporter), nothing is recorded, but a

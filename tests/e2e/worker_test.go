@@ -259,7 +259,7 @@ func TestWorkerDeadLetters(t *testing.T) {
 		{"down", "transient", strconv.Itoa(calls), ""},
 		{"rejected", "permanent", "1", ""},
 		{"broken", "invalid", "0", `{"event_type": "contact.created", "event_id": `},
-		{"merged", "invalid", "0", `{"event_type":"contact.merged","event_id":"evt_merged","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"merged"}}`},
+		{"merged", "unsupported", "0", `{"event_type":"contact.merged","event_id":"evt_merged","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"merged"}}`},
 	}
 	for _, tt := range tests {
 		m, ok := byKey[tt.key]
