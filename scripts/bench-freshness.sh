@@ -28,12 +28,12 @@ values() { awk -v name="$1" -v unit="$2" '$1 ~ "^"name"-[0-9]+$" { for (i = 3; i
   echo
   echo "$(nproc) cores; Kafka on loopback; stand-in answering in 5 ms; gateway, workers and stand-in in one process; $runs runs, medians (min–max)."
   echo
-  echo "| configuration | target webhooks/s | sent/s | p50 ms | p99 ms | max ms |"
-  echo "| --- | --- | --- | --- | --- | --- |"
+  echo "| configuration | target webhooks/s | sent/s | p50 ms | p99 ms | max ms | warm-up max ms |"
+  echo "| --- | --- | --- | --- | --- | --- | --- |"
   for c in 'idle/workers=1' 'load=50%/workers=1' 'load=90%/workers=1' 'load=50%/workers=3' 'load=90%/workers=3'; do
     n="BenchmarkFreshness/$c"
     cell() { local v; v=$(values "$n" "$1"); printf '%s (%s)' "$(median <<<"$v")" "$(minmax <<<"$v")"; }
-    printf '| %s | %s | %s | %s | %s | %s |\n' "$c" "$(values "$n" target/s | median)" "$(cell sent/s)" "$(cell p50-ms)" "$(cell p99-ms)" "$(cell max-ms)"
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$(values "$n" target/s | median)" "$(cell sent/s)" "$(cell p50-ms)" "$(cell p99-ms)" "$(cell max-ms)" "$(cell warmup-max-ms)"
   done
   v=$(values 'BenchmarkFreshness/capacity/workers=1' events/s)
   echo

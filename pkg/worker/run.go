@@ -201,7 +201,13 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		Owner: contactstate.Owner{Topic: cfg.Kafka.Topic, Group: w.GroupID}, Metrics: metrics, Log: log}
 	state.Forwarder = &publisher{Producer: stateProducer, Topic: cfg.Kafka.Topic, Failures: metrics.forwardFailures, Tracer: tracer, Log: log}
 	if cfg.Kafka.ParkedTopic != "" {
-		state.Legacy = &legacyParked{Topic: cfg.Kafka.ParkedTopic, DLQ: cfg.Kafka.DLQTopic, Owner: state.Owner}
+		// Looked up once: a topic that does not exist (a deployment that
+		// never had one) would otherwise cost each partition's first load
+		// the client's metadata retries (about 0.8 s).
+		topics, err := admin.ListTopics()
+		if _, exists := topics[cfg.Kafka.ParkedTopic]; err != nil || exists {
+			state.Legacy = &legacyParked{Topic: cfg.Kafka.ParkedTopic, DLQ: cfg.Kafka.DLQTopic, Owner: state.Owner}
+		}
 	}
 	api := contacts.NewClient(w.ContactsAPIURL, w.ContactsAPIToken, w.ContactsAPITimeout, w.MaxInFlight, contacts.WithTracerProvider(tracing.Provider))
 	handler := newDispatcher(&processor{

@@ -20,7 +20,9 @@ import (
 // system (20 webhooks a second). Each event's freshness is the time from
 // the gateway's 202 to the stand-in's call for it, both clocks of this
 // machine (a call can come before the 202 reaches the sender: those count
-// as 0). Gateway, workers and stand-in share this process and its two
+// as 0). Percentiles are of the steady state: the events sent in the first
+// fifth of the run (5 s at most), a warm-up, are reported apart as their
+// worst case. Gateway, workers and stand-in share this process and its two
 // cores with the broker and the sender. make bench-freshness runs it.
 func BenchmarkFreshness(b *testing.B) {
 	seconds := 60
@@ -75,7 +77,7 @@ func freshnessCapacity(b *testing.B) float64 {
 func freshnessRun(b *testing.B, workers int, rate float64, seconds int) {
 	b.StopTimer()
 	api, url, topics := benchSetup(b, 6)
-	gw := startGateway(b, gatewayEnv(topics, map[string]string{"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": "6"}))
+	gw := startGateway(b, gatewayEnv(topics, map[string]string{"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": "6", "GATEWAY_MAX_BODY_BYTES": "65536"})) // the topic is created with Kafka's default max.message.bytes
 	env := workerEnv(topics, url, map[string]string{"LOG_LEVEL": "warn", "KAFKA_TOPIC_PARTITIONS": "6"})
 	for range workers {
 		startWorker(b, env)
@@ -123,22 +125,46 @@ func freshnessRun(b *testing.B, workers int, rate float64, seconds int) {
 		b.Fatalf("%d of %d webhooks not accepted", f, n)
 	}
 	eventually(b, 120*time.Second, "every event applied", func() bool { return len(api.Calls()) >= n })
+	// The first seconds after the members joined are a warm-up (the first
+	// burst of fetches, connections to the API): reported apart, as its
+	// worst case; the percentiles are of the steady state after it.
+	warm := min(5*time.Second, time.Duration(seconds)*time.Second/5)
 	var fresh []float64 // ms
+	applied, warmMax := 0, 0.0
 	for _, c := range api.Calls() {
 		var seq int
 		if _, err := fmt.Sscanf(c.IdempotencyKey, "evt_f_%d", &seq); err != nil || seq >= n || c.Status >= 300 {
 			continue
 		}
-		fresh = append(fresh, max(0, c.At.Sub(accepted[seq]).Seconds()*1000))
+		applied++
+		ms := max(0, c.At.Sub(accepted[seq]).Seconds()*1000)
+		if accepted[seq].Sub(start) < warm {
+			warmMax = max(warmMax, ms)
+			continue
+		}
+		fresh = append(fresh, ms)
 	}
-	if len(fresh) != n {
-		b.Fatalf("%d events applied, want %d", len(fresh), n)
+	if dump := os.Getenv("BENCH_FRESHNESS_DUMP"); dump != "" { // seq, since start (ms), freshness (ms): where the slow ones fall
+		f, err := os.Create(fmt.Sprintf("%s-%d-%.0f.txt", dump, workers, rate))
+		if err == nil {
+			for _, c := range api.Calls() {
+				var seq int
+				if _, err := fmt.Sscanf(c.IdempotencyKey, "evt_f_%d", &seq); err == nil && seq < n {
+					fmt.Fprintf(f, "%d %.1f %.2f %d\n", seq, accepted[seq].Sub(start).Seconds()*1000, c.At.Sub(accepted[seq]).Seconds()*1000, seq%2000)
+				}
+			}
+			f.Close()
+		}
+	}
+	if applied != n {
+		b.Fatalf("%d events applied, want %d", applied, n)
 	}
 	slices.Sort(fresh)
 	pct := func(p float64) float64 { return fresh[min(len(fresh)-1, int(p*float64(len(fresh))))] }
 	b.ReportMetric(pct(0.5), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(fresh[len(fresh)-1], "max-ms")
+	b.ReportMetric(warmMax, "warmup-max-ms")
 	b.ReportMetric(rate, "target/s")
 	b.ReportMetric(float64(n)/sent.Seconds(), "sent/s")
 }
