@@ -97,18 +97,7 @@ func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolo
 	if err != nil {
 		return sum, err
 	}
-	// Reading and writing use separate clients: the idempotent producer
-	// allows one request in flight per connection, and a fetch waiting for
-	// records would hold it.
-	csc, err := kafka.NewConsumerConfig(cfg.Kafka)
-	if err != nil {
-		return sum, err
-	}
-	// Kafka answers a connection's requests in order, so a fetch long-polling
-	// for records that will never come (the run stops at the end it saw)
-	// would delay each commit behind it.
-	csc.Consumer.MaxWaitTime = 20 * time.Millisecond
-	client, err := kafka.Connect(ctx, cfg.Kafka.Brokers, csc, log)
+	client, err := connectReader(ctx, cfg, log)
 	if err != nil {
 		return sum, err
 	}
@@ -176,6 +165,21 @@ func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolo
 		}
 	}
 	return sum, rp.enc.Encode(sum)
+}
+
+// connectReader connects the client that reads the DLQ and the state
+// topic. Reading and writing use separate clients: the idempotent producer
+// allows one request in flight per connection, and a fetch waiting for
+// records would hold it. Kafka answers a connection's requests in order, so
+// a fetch long-polling for records that will never come (a run stops at the
+// end it saw) would delay each commit behind it: fetches wait 20 ms at most.
+func connectReader(ctx context.Context, cfg config.Worker, log zerolog.Logger) (sarama.Client, error) {
+	csc, err := kafka.NewConsumerConfig(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	csc.Consumer.MaxWaitTime = 20 * time.Millisecond
+	return kafka.Connect(ctx, cfg.Kafka.Brokers, csc, log)
 }
 
 // endIdle is how long a partition may give no record before its end is

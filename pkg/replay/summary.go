@@ -68,12 +68,7 @@ type ErrorCount struct {
 func Summarize(ctx context.Context, cfg config.Worker, log zerolog.Logger, out io.Writer) (DLQSummary, error) {
 	sum := DLQSummary{Action: "dlq_summary", At: time.Now().UTC(), Topic: cfg.Kafka.DLQTopic, ReplayGroup: cfg.Fleet.Replay.GroupID,
 		ByKind: map[string]int{}, ByEventType: map[string]int{}}
-	csc, err := kafka.NewConsumerConfig(cfg.Kafka)
-	if err != nil {
-		return sum, err
-	}
-	csc.Consumer.MaxWaitTime = 20 * time.Millisecond
-	client, err := kafka.Connect(ctx, cfg.Kafka.Brokers, csc, log)
+	client, err := connectReader(ctx, cfg, log)
 	if err != nil {
 		return sum, err
 	}

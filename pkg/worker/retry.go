@@ -182,8 +182,12 @@ func (r *retrier) own(contact string, since time.Time) bool {
 const wakeSpread = 250 * time.Millisecond
 
 // sleepOrWake waits d, or until wake is closed and then up to wakeSpread
-// more (at most d in all), or until ctx ends (its error).
+// more (at most d in all), or until ctx ends (its error). A wait of nothing
+// returns at once: no timer, no trip through the scheduler.
 func sleepOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -196,16 +200,5 @@ func sleepOrWake(ctx context.Context, d time.Duration, wake <-chan struct{}) err
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err() // no timer: a wait of nothing must not cost a trip through the scheduler
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// sleepCtx waits d or until ctx ends (its error).
+func sleepCtx(ctx context.Context, d time.Duration) error { return sleepOrWake(ctx, d, nil) }

@@ -290,15 +290,15 @@ func watchDLQ(ctx context.Context, client sarama.Client, admin sarama.ClusterAdm
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if n, err := retained(client, topic); err != nil {
+		if b, err := bounds(client, topic); err != nil {
 			log.Warn().Err(err).Str("topic", topic).Msg("reading the DLQ's size")
 		} else {
-			m.dlqRecords.Set(float64(n))
-		}
-		if n, err := unreplayed(client, admin, topic, replayGroup); err != nil {
-			log.Warn().Err(err).Str("topic", topic).Str("group", replayGroup).Msg("reading the replay group's position in the DLQ")
-		} else {
-			m.dlqUnreplayed.Set(float64(n))
+			m.dlqRecords.Set(float64(b.retained()))
+			if n, err := b.unread(admin, topic, replayGroup); err != nil {
+				log.Warn().Err(err).Str("topic", topic).Str("group", replayGroup).Msg("reading the replay group's position in the DLQ")
+			} else {
+				m.dlqUnreplayed.Set(float64(n))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -308,55 +308,59 @@ func watchDLQ(ctx context.Context, client sarama.Client, admin sarama.ClusterAdm
 	}
 }
 
-// unreplayed is how many records of topic group would read next: per
-// partition, newest offset minus the group's committed one (or the oldest
-// retained, when it committed none or one that expired).
-func unreplayed(client sarama.Client, admin sarama.ClusterAdmin, topic, group string) (int64, error) {
+// offsetBounds are each partition's oldest retained and next offsets.
+type offsetBounds map[int32][2]int64
+
+// bounds reads topic's offsetBounds.
+func bounds(client sarama.Client, topic string) (offsetBounds, error) {
 	partitions, err := client.Partitions(topic)
 	if err != nil {
-		return 0, err
+		return nil, err
+	}
+	b := offsetBounds{}
+	for _, p := range partitions {
+		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			return nil, err
+		}
+		newest, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			return nil, err
+		}
+		b[p] = [2]int64{oldest, newest}
+	}
+	return b, nil
+}
+
+// retained is how many records the topic holds: newest minus oldest
+// offset, summed over its partitions.
+func (b offsetBounds) retained() int64 {
+	var n int64
+	for _, o := range b {
+		n += o[1] - o[0]
+	}
+	return n
+}
+
+// unread is how many of them group would read next: per partition, newest
+// offset minus the group's committed one (or the oldest retained, when it
+// committed none or one that expired).
+func (b offsetBounds) unread(admin sarama.ClusterAdmin, topic, group string) (int64, error) {
+	partitions := make([]int32, 0, len(b))
+	for p := range b {
+		partitions = append(partitions, p)
 	}
 	committed, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{topic: partitions})
 	if err != nil {
 		return 0, err
 	}
 	var n int64
-	for _, p := range partitions {
-		newest, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			return 0, err
+	for p, o := range b {
+		from := o[0]
+		if c := committed.GetBlock(topic, p); c != nil && c.Err == sarama.ErrNoError && c.Offset > from {
+			from = c.Offset
 		}
-		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			return 0, err
-		}
-		from := oldest
-		if b := committed.GetBlock(topic, p); b != nil && b.Err == sarama.ErrNoError && b.Offset > oldest {
-			from = b.Offset
-		}
-		n += max(0, newest-from)
-	}
-	return n, nil
-}
-
-// retained is how many records topic holds: newest minus oldest offset,
-// summed over its partitions.
-func retained(client sarama.Client, topic string) (int64, error) {
-	partitions, err := client.Partitions(topic)
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, p := range partitions {
-		newest, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			return 0, err
-		}
-		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			return 0, err
-		}
-		n += newest - oldest
+		n += max(0, o[1]-from)
 	}
 	return n, nil
 }
