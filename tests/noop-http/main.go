@@ -14,8 +14,12 @@ import (
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:18090", "listen address")
+	addr := flag.String("addr", "", "listen address (required: the caller chooses a free port)")
 	flag.Parse()
+	if *addr == "" {
+		fmt.Fprintln(os.Stderr, "noop-http: -addr is required")
+		os.Exit(2)
+	}
 	answer := []byte(`{"status":"accepted","event_id":"evt_noop_0000000000000"}` + "\n")
 	srv := &http.Server{
 		Addr: *addr,
