@@ -33,7 +33,7 @@ on_topic() { # records on a topic
 burst() {
   local name=$1 budget=$2 memlimit=$3 topic gw peak codes accepted refused other stored
   topic=bench-burst-$name-$(date +%s%N)
-  env ${memlimit:+GOMEMLIMIT=$memlimit} KAFKA_BROKERS=$brokers KAFKA_TOPIC=$topic KAFKA_DLQ_TOPIC=$topic-dlq GATEWAY_LISTEN_ADDR=$addr \
+  env ${memlimit:+GOMEMLIMIT=$memlimit} KAFKA_BROKERS=$brokers KAFKA_TOPIC=$topic KAFKA_DLQ_TOPIC=$topic-dlq GATEWAY_LISTEN_ADDR=$addr GATEWAY_METRICS_ADDR=$(free_addr) \
     GATEWAY_WEBHOOK_SECRETS=$secret GATEWAY_TIMESTAMP_TOLERANCE=2h GATEWAY_MAX_INFLIGHT_BYTES=$budget GATEWAY_SHUTDOWN_DELAY=0s \
     KAFKA_TOPIC_PARTITIONS=6 LOG_LEVEL=warn bin/webhook-gateway >"$out/burst-$name.log" 2>&1 &
   gw=$!

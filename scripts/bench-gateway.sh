@@ -60,7 +60,8 @@ start_gateway() {
     GATEWAY_WEBHOOK_SECRETS=$secret GATEWAY_TIMESTAMP_TOLERANCE=2h GATEWAY_SHUTDOWN_DELAY=0s "$@" \
     "$bin" >/dev/null 2>>"$out/eff-gateway.stderr" &
 }
-start_gateway bin/webhook-gateway "$gw_addr" "$topic" GATEWAY_PPROF_ADDR=$pprof_addr
+gw_metrics=$(free_addr) # its /metrics (a port of its own); a baseline before that serves them on its webhook port
+start_gateway bin/webhook-gateway "$gw_addr" "$topic" GATEWAY_PPROF_ADDR=$pprof_addr GATEWAY_METRICS_ADDR=$gw_metrics
 gw=$!
 bin/noop-http -addr "$noop_addr" &
 noop=$!
@@ -96,13 +97,14 @@ requests() { awk '/requests in/ {print $1}' "$1"; }
 us() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}'; } # ticks requests
 rps() { awk -v n="$1" -v d="$round" 'BEGIN {printf "%.0f", n / d}'; }
 
-# gateway_round PID ADDR FILE: one wrk round against a gateway; prints
+# gateway_round PID ADDR FILE [METRICS_ADDR]: one wrk round against a gateway
+# (its /metrics at METRICS_ADDR, else on ADDR); prints
 # "requests req/s µs/request allocs/request broker-µs/request machine-%".
 gateway_round() {
   local c0 c1 m0 m1 b0 b1 n
-  c0=$(cpu_ticks "$1"); m0=$(mallocs "$2"); b0=$(cpu_ticks "$broker")
+  c0=$(cpu_ticks "$1"); m0=$(mallocs "${4:-$2}"); b0=$(cpu_ticks "$broker")
   load "http://$2/webhooks/acmecrm" "$3"
-  c1=$(cpu_ticks "$1"); m1=$(mallocs "$2"); b1=$(cpu_ticks "$broker")
+  c1=$(cpu_ticks "$1"); m1=$(mallocs "${4:-$2}"); b1=$(cpu_ticks "$broker")
   n=$(requests "$3")
   # The machine's share used by the gateway, the broker and wrk.
   echo "$n $(rps "$n") $(us $((c1 - c0)) "$n") $(awk -v m=$((m1 - m0)) -v n="$n" 'BEGIN {printf "%.1f", m / n}') $(us $((b1 - b0)) "$n")" \
@@ -113,7 +115,7 @@ gw_rps=(); gw_us=(); gw_allocs=(); broker_us=(); machine=(); noop_rps=(); noop_u
 base_rps=(); base_us=(); base_allocs=(); base_ratio=(); base_total=0
 for i in $(seq 1 "$runs"); do
   echo "bench-gateway: round $i of $runs" >&2
-  read -r n r u a b m < <(gateway_round "$gw" "$gw_addr" "$out/eff-gateway-$i.txt")
+  read -r n r u a b m < <(gateway_round "$gw" "$gw_addr" "$out/eff-gateway-$i.txt" "$gw_metrics")
   gw_total=$((gw_total + n)); gw_rps+=("$r"); gw_us+=("$u"); gw_allocs+=("$a"); broker_us+=("$b"); machine+=("$m")
   if [ -n "$base" ]; then
     read -r n r u a b m < <(gateway_round "$base" "$base_addr" "$out/eff-baseline-$i.txt")

@@ -28,7 +28,7 @@ addr=$(free_addr)
 need hey
 
 make -s build
-KAFKA_BROKERS=$brokers KAFKA_TOPIC=$topic KAFKA_DLQ_TOPIC=$topic-dlq GATEWAY_LISTEN_ADDR=$addr \
+KAFKA_BROKERS=$brokers KAFKA_TOPIC=$topic KAFKA_DLQ_TOPIC=$topic-dlq GATEWAY_LISTEN_ADDR=$addr GATEWAY_METRICS_ADDR=$(free_addr) \
   GATEWAY_WEBHOOK_SECRETS=$secret GATEWAY_TIMESTAMP_TOLERANCE=2h LOG_LEVEL=warn \
   bin/webhook-gateway >"$out/gateway.log" 2>&1 &
 gw=$!

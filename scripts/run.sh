@@ -11,6 +11,7 @@ cd "$repo"
 # Local-only settings; every one can be overridden from the environment.
 export LOG_FORMAT=${LOG_FORMAT:-console}
 export GATEWAY_LISTEN_ADDR=${GATEWAY_LISTEN_ADDR:-127.0.0.1:8080}
+export GATEWAY_METRICS_ADDR=${GATEWAY_METRICS_ADDR:-127.0.0.1:9091}
 # A development secret, for this machine only (see README "Sending a webhook").
 export GATEWAY_WEBHOOK_SECRETS=${GATEWAY_WEBHOOK_SECRETS:-whsec_YWNtZS1sb2NhbC1kZXYtc2VjcmV0LW5vdC1mb3ItcHJvZA==}
 export WORKER_HTTP_ADDR=${WORKER_HTTP_ADDR:-127.0.0.1:9090}

@@ -50,6 +50,10 @@ type GatewayServer struct {
 	// PprofAddr, when set, serves Go's profiling endpoints on a listener of
 	// its own (never the webhook port). Off by default.
 	PprofAddr string `mapstructure:"pprof_addr"`
+	// MetricsAddr serves /metrics on a listener of its own, so that what
+	// may reach the webhook port (a NetworkPolicy cannot filter paths)
+	// cannot scrape it; empty serves /metrics on the webhook port.
+	MetricsAddr string `mapstructure:"metrics_addr"`
 	// StrictEventTypes refuses (422) an event whose event_type is not one
 	// the worker knows. Off by default: an authentic event of a type
 	// AcmeCRM adds is accepted and kept (most senders take a 4xx as final).
@@ -80,6 +84,7 @@ var GatewaySettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "gateway.idle_timeout", Kind: Duration, Usage: "HTTP keep-alive idle timeout"},
 	Setting{Key: "gateway.shutdown_timeout", Kind: Duration, Usage: "bounded drain on SIGTERM"},
 	Setting{Key: "gateway.strict_event_types", Kind: Bool, Usage: "refuse (422) events of a type the worker does not know, instead of accepting them for a later release"},
+	Setting{Key: "gateway.metrics_addr", Kind: String, Usage: "listen address of /metrics, a port of its own (empty: on the webhook port)"},
 	Setting{Key: "gateway.pprof_addr", Kind: String, Usage: "listen address of Go's /debug/pprof endpoints, on their own port (empty: off)"},
 )
 
@@ -114,6 +119,9 @@ func (c Gateway) validate() error {
 	}
 	if err := ss.Required("gateway.listen_addr", g.ListenAddr == ""); err != nil {
 		return err
+	}
+	if g.MetricsAddr != "" && (g.MetricsAddr == g.ListenAddr || g.MetricsAddr == g.PprofAddr) {
+		return ss.Invalid("gateway.metrics_addr", "%q is the webhook or pprof listen address; metrics need a port of their own", g.MetricsAddr)
 	}
 	if g.PprofAddr != "" && g.PprofAddr == g.ListenAddr {
 		return ss.Invalid("gateway.pprof_addr", "%q is the webhook listen address; profiling needs a port of its own", g.PprofAddr)

@@ -80,7 +80,7 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 
 	srv := &http.Server{
 		Addr:              g.ListenAddr,
-		Handler:           newEcho(receiver, g.WebhookPath, lameDuck.ready(probe.Ready), lameDuck, reg, tracing, log),
+		Handler:           newEcho(receiver, g.WebhookPath, lameDuck.ready(probe.Ready), lameDuck, metricsOn(g.MetricsAddr, reg), tracing, log),
 		ReadHeaderTimeout: g.ReadHeaderTimeout,
 		ReadTimeout:       g.ReadTimeout,
 		WriteTimeout:      g.WriteTimeout,
@@ -110,6 +110,17 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 			Delay: g.ShutdownDelay, Timeout: g.ShutdownTimeout, Log: log,
 		})
 	})
+	if g.MetricsAddr != "" {
+		metricsSrv := ops.NewMetricsServer(g.MetricsAddr, reg)
+		mln, err := ops.Listen(metricsSrv)
+		if err != nil {
+			cancel()
+			_ = group.Wait()
+			return err
+		}
+		log.Info().Str("addr", mln.Addr().String()).Msg("serving /metrics (GATEWAY_METRICS_ADDR)")
+		group.Go(func() error { return ops.Serve(ctx, metricsSrv, mln, ops.Stop{Timeout: time.Second, Log: log}) })
+	}
 	if g.PprofAddr != "" {
 		pprofSrv := ops.NewPprofServer(g.PprofAddr)
 		pln, err := ops.Listen(pprofSrv)
@@ -159,14 +170,28 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 	return err
 }
 
+// metricsOn returns reg when /metrics is served on the webhook port
+// (GATEWAY_METRICS_ADDR empty), nil when it has a port of its own.
+func metricsOn(metricsAddr string, reg *prometheus.Registry) *prometheus.Registry {
+	if metricsAddr != "" {
+		return nil
+	}
+	return reg
+}
+
 // newEcho routes the webhook path (every method: the handler answers 405)
-// and the operational endpoints, behind request ids, metrics and recovery.
+// and the probes — and /metrics when reg is not nil —, behind request ids,
+// metrics and recovery.
 func newEcho(h *receiver, path string, ready ops.ReadyFunc, ld *lameDuck, reg *prometheus.Registry, tracing telemetry.Tracing, log zerolog.Logger) *echo.Echo {
 	e := ops.NewEcho()
 	e.HTTPErrorHandler = renderErrors(log)
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestIDs()}), ld.closeConnections,
 		h.Metrics.Observe(log, tracing), middleware.Recover())
-	ops.Register(e, ready, reg)
+	if reg != nil {
+		ops.Register(e, ready, reg)
+	} else {
+		ops.RegisterProbes(e, ready)
+	}
 	e.Any(path, h.Serve)
 	return e
 }

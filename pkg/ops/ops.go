@@ -2,6 +2,7 @@ package ops
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,25 @@ func NewRegistry() *prometheus.Registry {
 
 // Register adds /healthz, /readyz and /metrics to e.
 func Register(e *echo.Echo, ready ReadyFunc, reg *prometheus.Registry) {
+	RegisterProbes(e, ready)
+	e.GET(MetricsPath, echo.WrapHandler(MetricsHandler(reg)))
+}
+
+// MetricsHandler serves reg's metrics in Prometheus' text format.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// NewMetricsServer returns a server of /metrics alone on addr: a port of its
+// own, for binaries whose main port faces outside callers.
+func NewMetricsServer(addr string, reg *prometheus.Registry) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle(MetricsPath, MetricsHandler(reg))
+	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
+
+// RegisterProbes adds /healthz and /readyz to e.
+func RegisterProbes(e *echo.Echo, ready ReadyFunc) {
 	e.GET(HealthPath, func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -38,7 +58,6 @@ func Register(e *echo.Echo, ready ReadyFunc, reg *prometheus.Registry) {
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	})
-	e.GET(MetricsPath, echo.WrapHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 }
 
 // NewEcho returns an echo instance without its banner and default logger:

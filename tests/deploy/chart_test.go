@@ -429,8 +429,20 @@ func TestProbesPortsAndGracePeriods(t *testing.T) {
 		_, port, _ := net.SplitHostPort(addr)
 		wantPort, _ := strconv.Atoi(port)
 		c := m.deployments[component].Spec.Template.Spec.Containers[0]
-		if len(c.Ports) != 1 || int(c.Ports[0].ContainerPort) != wantPort || c.Ports[0].Name != "http" {
+		if len(c.Ports) == 0 || int(c.Ports[0].ContainerPort) != wantPort || c.Ports[0].Name != "http" {
 			t.Errorf("%s: ports %+v, want http on %d (the binary's default %s)", component, c.Ports, wantPort, addr)
+		}
+		// The gateway's /metrics has a port of its own; the worker's is on http.
+		wantPorts := 1
+		if component == "gateway" {
+			wantPorts = 2
+			_, mport, _ := net.SplitHostPort(gw.Server.MetricsAddr)
+			if mp, _ := strconv.Atoi(mport); len(c.Ports) != 2 || c.Ports[1].Name != "metrics" || int(c.Ports[1].ContainerPort) != mp {
+				t.Errorf("gateway: ports %+v, want metrics on %d (the binary's default %s)", c.Ports, mp, gw.Server.MetricsAddr)
+			}
+		}
+		if len(c.Ports) != wantPorts {
+			t.Errorf("%s: %d ports, want %d", component, len(c.Ports), wantPorts)
 		}
 		if p := c.LivenessProbe.HTTPGet; p == nil || p.Path != ops.HealthPath || p.Port.String() != "http" {
 			t.Errorf("%s: liveness probe %+v, want %s on http", component, c.LivenessProbe, ops.HealthPath)

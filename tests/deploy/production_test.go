@@ -130,10 +130,19 @@ func TestNetworkPolicies(t *testing.T) {
 			d.Spec.Template.Labels["app.kubernetes.io/component"] != c {
 			t.Errorf("%s: selects %v", c, np.Spec.PodSelector.MatchLabels)
 		}
-		// Ingress: only the pod's port, and only from the peers named.
-		for _, r := range np.Spec.Ingress {
-			if !slices.Equal(ports(r.Ports), []string{"TCP/http"}) || len(r.From) == 0 {
-				t.Errorf("%s: ingress rule %+v: want port http from named peers", c, r)
+		// Ingress: only the pod's ports, and only from the peers named: the
+		// gateway's webhooks on http, its scrapes on metrics (a port of
+		// their own); the worker's scrapes on http.
+		wantIngress := [][]string{{"TCP/http"}}
+		if c == "gateway" {
+			wantIngress = [][]string{{"TCP/http"}, {"TCP/metrics"}}
+		}
+		if len(np.Spec.Ingress) != len(wantIngress) {
+			t.Errorf("%s: %d ingress rules, want %d", c, len(np.Spec.Ingress), len(wantIngress))
+		}
+		for i, r := range np.Spec.Ingress {
+			if i < len(wantIngress) && !slices.Equal(ports(r.Ports), wantIngress[i]) || len(r.From) == 0 {
+				t.Errorf("%s: ingress rule %+v: want ports %v from named peers", c, r, wantIngress)
 			}
 		}
 		egress := map[string][]string{}

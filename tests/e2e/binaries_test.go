@@ -77,7 +77,7 @@ func TestGatewayBinaryExitsZeroOnSIGTERM(t *testing.T) {
 	addr := freeAddr(t)
 	cmd := exec.Command(builtBinary(t, "webhook-gateway"))
 	env := topicEnv(t)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "KAFKA_BROKERS=" + brokers, "GATEWAY_LISTEN_ADDR=" + addr,
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "KAFKA_BROKERS=" + brokers, "GATEWAY_LISTEN_ADDR=" + addr, "GATEWAY_METRICS_ADDR=" + freeAddr(t),
 		"GATEWAY_WEBHOOK_SECRETS=" + testSecret, "KAFKA_TOPIC=" + env["KAFKA_TOPIC"], "KAFKA_DLQ_TOPIC=" + env["KAFKA_DLQ_TOPIC"]}
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs

@@ -38,6 +38,9 @@ type proc struct {
 func newProc(t testing.TB, name string, env map[string]string, addrKey string) *proc {
 	p := &proc{name: name, addr: freeAddr(t), logs: &syncBuffer{}}
 	env[addrKey] = p.addr
+	if name == "webhook-gateway" {
+		env["GATEWAY_METRICS_ADDR"] = freeAddr(t) // never the default :9091: two gateways run here
+	}
 	p.env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		p.env = append(p.env, k+"="+v)

@@ -102,7 +102,11 @@ func appliedCount(api *standin.Server) int {
 // scrape returns the lines of the binary's /metrics.
 func scrape(t testing.TB, b *binary) []string {
 	t.Helper()
-	resp, err := http.Get("http://" + b.addr + "/metrics")
+	addr := b.addr
+	if b.metricsAddr != "" {
+		addr = b.metricsAddr
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

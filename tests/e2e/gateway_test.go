@@ -451,7 +451,7 @@ func TestGatewayRecordLimitOfTheTopic(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 1 MiB bodies cannot fit a 64 KiB topic: refused at start, naming both.
-	env := merge(map[string]string{"KAFKA_BROKERS": brokers, "GATEWAY_LISTEN_ADDR": freeAddr(t)}, gatewayEnv(topics, nil))
+	env := merge(map[string]string{"KAFKA_BROKERS": brokers, "GATEWAY_LISTEN_ADDR": freeAddr(t), "GATEWAY_METRICS_ADDR": freeAddr(t)}, gatewayEnv(topics, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out syncBuffer
@@ -472,4 +472,29 @@ func TestGatewayRecordLimitOfTheTopic(t *testing.T) {
 		r := s.mustSend(body, nil)
 		return r.status == 413 && r.body["error"] == "record_too_large"
 	})
+}
+
+// /metrics has a port of its own (GATEWAY_METRICS_ADDR): the webhook port
+// serves the webhook and the probes only, so a NetworkPolicy that lets
+// AcmeCRM in does not let it scrape.
+func TestGatewayMetricsOnAPortOfItsOwn(t *testing.T) {
+	gw := startGateway(t, gatewayEnv(topicEnv(t), nil))
+	for _, c := range []struct {
+		url  string
+		want int
+	}{
+		{"http://" + gw.addr + "/metrics", 404},
+		{"http://" + gw.addr + "/healthz", 200},
+		{"http://" + gw.metricsAddr + "/metrics", 200},
+		{"http://" + gw.metricsAddr + "/webhooks/acmecrm", 404},
+	} {
+		resp, err := http.Get(c.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("GET %s: %d, want %d", c.url, resp.StatusCode, c.want)
+		}
+	}
 }

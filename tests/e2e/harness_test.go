@@ -92,12 +92,13 @@ func (b *syncBuffer) String() string {
 
 // binary is a running gateway or worker.
 type binary struct {
-	name   string
-	addr   string // its HTTP address
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
+	name        string
+	addr        string // its HTTP address
+	metricsAddr string // where its /metrics is, when not on addr (the gateway's)
+	logs        *syncBuffer
+	cancel      context.CancelFunc
+	done        chan error
+	once        sync.Once
 }
 
 // start runs a binary's Run with env (plus the test broker) until the test
@@ -113,8 +114,11 @@ func start(t testing.TB, name string, run func(context.Context, []string, func(s
 func launch(t testing.TB, name string, run func(context.Context, []string, func(string) string, *syncBuffer) error, addr string, env map[string]string) *binary {
 	t.Helper()
 	full := merge(map[string]string{"KAFKA_BROKERS": brokers, "LOG_LEVEL": "debug"}, env)
+	if name == "webhook-gateway" && full["GATEWAY_METRICS_ADDR"] == "" {
+		full["GATEWAY_METRICS_ADDR"] = freeAddr(t) // never the default :9091: the machine is shared
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &binary{name: name, addr: addr, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	b := &binary{name: name, addr: addr, metricsAddr: full["GATEWAY_METRICS_ADDR"], logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { b.done <- run(ctx, nil, func(k string) string { return full[k] }, b.logs) }()
 	t.Cleanup(func() {
 		b.stop(t)

@@ -118,7 +118,7 @@ func TestSecuredGatewayAndWorkerEndToEnd(t *testing.T) {
 		t.Fatalf("replay over SASL_SSL replayed %d, want 1", sum.Replayed)
 	}
 	eventually(t, 30*time.Second, "the replayed event applied", func() bool { _, ok := api.Contact("refused"); return ok })
-	resp, err := http.Get("http://" + gw.addr + "/metrics")
+	resp, err := http.Get("http://" + gw.metricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
