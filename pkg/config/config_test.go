@@ -107,7 +107,7 @@ func TestLoadGatewayLayers(t *testing.T) {
 						ListenAddr: ":8080", WebhookPath: "/webhooks/acmecrm", WebhookSecrets: []string{testSecret},
 						TimestampTolerance: 5 * time.Minute, MaxBodyBytes: 1 << 20, EnqueueTimeout: 10 * time.Second,
 						RetryAfter: 5 * time.Second, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
-						WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, ShutdownDelay: 5 * time.Second, MaxInflightBytes: 32 << 20,
+						WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, ShutdownDelay: 5 * time.Second, MaxInflightBytes: 32 << 20, MetricsAddr: ":9091",
 					},
 				}
 				if !reflect.DeepEqual(c, want) {
