@@ -10,8 +10,9 @@ import (
 )
 
 // FuzzParse: whatever the body, Parse never panics, and what it accepts
-// obeys the rules: valid UTF-8, a known type, non-empty ids, a timestamp,
-// no deeper than MaxDepth; its result agrees with encoding/json's reading
+// obeys the rules: valid UTF-8, a type, non-empty ids that can be carried
+// as they are (no control character, a contact id that is one path
+// segment), a timestamp, no deeper than MaxDepth, no lone surrogate; its result agrees with encoding/json's reading
 // of the same body; and a body it accepts, re-encoded from the event, is
 // accepted again with the same event.
 func FuzzParse(f *testing.F) {
@@ -21,6 +22,11 @@ func FuzzParse(f *testing.F) {
 		`{"event_type":"contact.updated","event_id":"e","event_id":"f","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`,
 		`{"event_type":"contact.updated","event_id":"e","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1","acme_first_name":"Jo\xffhn"}}`,
 		`[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]`, `{}`, `null`, `"x"`, ``, `{"data":[]}`,
+		`{"event_type":"contact.merged","event_id":"e","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"1"}}`,
+		`{"event_type":"contact.updated","event_id":"e","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"sur\ud800"}}`,
+		`{"event_type":"contact.updated","event_id":"e\ud83d\ude00","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"\udc00"}}`,
+		`{"event_type":"contact.updated","event_id":"e\u0000","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"a/b"}}`,
+		`{"event_type":"contact.updated","event_id":"e","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":".."}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -38,13 +44,15 @@ func FuzzParse(f *testing.F) {
 		}
 		if err != nil {
 			if !errors.As(err, &invalid) && !errors.Is(err, ErrNotJSONObject) && !errors.Is(err, ErrInvalidUTF8) &&
-				!errors.Is(err, ErrTooDeep) && !errors.Is(err, ErrDuplicateKey) {
+				!errors.Is(err, ErrTooDeep) && !errors.Is(err, ErrDuplicateKey) && !errors.Is(err, ErrUnpairedSurrogate) {
 				t.Fatalf("error of no documented kind: %v", err)
 			}
 			return
 		}
-		if !utf8.Valid(body) || !knownType(ev.EventType) || strings.TrimSpace(ev.EventID) == "" ||
-			strings.TrimSpace(ev.Data.ContactID) == "" || ev.Timestamp.IsZero() {
+		if !utf8.Valid(body) || strings.TrimSpace(ev.EventType) == "" || strings.TrimSpace(ev.EventID) == "" ||
+			strings.TrimSpace(ev.Data.ContactID) == "" || ev.Timestamp.IsZero() ||
+			identifierProblem(ev.EventID, false) != "" || identifierProblem(ev.Data.ContactID, true) != "" ||
+			strings.ContainsRune(ev.EventID+ev.Data.ContactID+ev.Data.FirstName, utf8.RuneError) && !bytes.Contains(body, []byte("\ufffd")) && !bytes.ContainsRune(body, utf8.RuneError) {
 			t.Fatalf("accepted %q as %+v", body, ev)
 		}
 		var plain struct {
