@@ -158,6 +158,22 @@ func (s *Store) Parked() int {
 	return s.parked
 }
 
+// OldestParked returns when the contact parked the longest, in the
+// partitions held, was parked (its head dead-lettered); zero when none is.
+func (s *Store) OldestParked() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var oldest time.Time
+	for _, part := range s.parts {
+		part.ParkedContacts(func(_ string, st State) {
+			if oldest.IsZero() || st.Parked.Since.Before(oldest) {
+				oldest = st.Parked.Since
+			}
+		})
+	}
+	return oldest
+}
+
 // Contacts returns how many contacts the partitions held know.
 func (s *Store) Contacts() int {
 	s.mu.Lock()

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -42,6 +43,9 @@ type Metrics struct {
 	// paused returns the seconds calls are still paused for: the call
 	// gate's, once it exists.
 	paused atomic.Pointer[func() float64]
+	// oldestParked returns when the contact parked the longest was
+	// parked: the state store's, once it exists.
+	oldestParked atomic.Pointer[func() time.Time]
 }
 
 // NewMetrics registers the worker's metrics with reg.
@@ -146,6 +150,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, func() float64 {
 			if f := m.paused.Load(); f != nil {
 				return (*f)()
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "worker_parked_oldest_age_seconds", Help: "Seconds since the contact parked the longest (in the partitions this member holds) was parked; 0 when none is. Its head's DLQ copy expires with the DLQ's retention: release or discard it before.",
+		}, func() float64 {
+			if f := m.oldestParked.Load(); f != nil {
+				if at := (*f)(); !at.IsZero() {
+					return max(0, time.Since(at).Seconds())
+				}
 			}
 			return 0
 		}))

@@ -200,6 +200,8 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	state := &stateTopic{Store: contactstate.NewStore(), Client: readerClient, Producer: stateProducer, Topic: stateName, Partitions: statePartitions,
 		Owner: contactstate.Owner{Topic: cfg.Kafka.Topic, Group: w.GroupID}, Metrics: metrics, Log: log}
 	state.Forwarder = &publisher{Producer: stateProducer, Topic: cfg.Kafka.Topic, Failures: metrics.forwardFailures, Tracer: tracer, Log: log}
+	oldestParked := state.Store.OldestParked
+	metrics.oldestParked.Store(&oldestParked)
 	if cfg.Kafka.ParkedTopic != "" {
 		// Looked up once: a topic that does not exist (a deployment that
 		// never had one) would otherwise cost each partition's first load

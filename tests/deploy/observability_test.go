@@ -185,7 +185,7 @@ func TestPrometheusRule(t *testing.T) {
 		}
 	}
 	want := []string{"AcmeGatewayNotReady", "AcmeGateway503Ratio", "AcmeWebhookSignatureFailures", "AcmeWorkerNotReady",
-		"AcmeConsumerLagGrowing", "AcmeDataStale", "AcmeDLQNotReplayed", "AcmeWorkerWriteFailures", "AcmeParkedContacts", "AcmeContactsAPIOutage",
+		"AcmeConsumerLagGrowing", "AcmeDataStale", "AcmeDLQNotReplayed", "AcmeWorkerWriteFailures", "AcmeParkedContacts", "AcmeParkedNearDLQRetention", "AcmeContactsAPIOutage",
 		"AcmeContactsAPICredentialsRefused", "AcmeContactsAPIMisconfigured", "AcmeWorkerNotConsuming", "AcmeScrapeTargetDown", "AcmeKubeStateMetricsAbsent"}
 	if !slices.Equal(alerts, want) {
 		t.Errorf("alerts %v, want %v", alerts, want)
@@ -288,6 +288,8 @@ tests:
         values: '0x5 1x20'
       - series: 'worker_parked_contacts{%[2]s}'
         values: '0x100'
+      - series: 'worker_parked_oldest_age_seconds{%[2]s}'
+        values: '1814000+60x40'
       - series: 'kube_deployment_status_replicas_available{namespace="contacts",deployment="acme-acme-integration-worker"}'
         values: '3x30'
       - series: 'kube_deployment_spec_replicas{namespace="contacts",deployment="acme-acme-integration-worker"}'
@@ -315,6 +317,11 @@ tests:
         exp_alerts:
           - exp_labels: {severity: critical}
       - {eval_time: 90m, alertname: AcmeParkedContacts}
+      - {eval_time: 12m, alertname: AcmeParkedNearDLQRetention}
+      - eval_time: 20m
+        alertname: AcmeParkedNearDLQRetention
+        exp_alerts:
+          - exp_labels: {severity: critical}
       - {eval_time: 20m, alertname: AcmeWorkerNotReady}
       - {eval_time: 20m, alertname: AcmeContactsAPICredentialsRefused}
   # A token refused at night: one call a minute, each refused, no fault
