@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
 	"github.com/acmecrm/integration-service/pkg/kafka"
+	"github.com/acmecrm/integration-service/pkg/ops"
 	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/pkg/telemetry"
 	"github.com/acmecrm/integration-service/pkg/webhook"
@@ -48,6 +50,45 @@ type receiver struct {
 	// under the request's span, when the request is traced.
 	Tracer trace.Tracer
 	Now    func() time.Time
+	Log    zerolog.Logger
+	// deniedAt is when Kafka last refused this service's writes for
+	// authorization (Unix nanoseconds), 0 when the last write was allowed.
+	deniedAt atomic.Int64
+}
+
+// authRecheck is how long a gateway whose writes Kafka refused for
+// authorization stays not ready before it lets a request test again.
+const authRecheck = 30 * time.Second
+
+// errNotAuthorized makes /readyz answer 503 while Kafka refuses writes.
+var errNotAuthorized = errors.New("kafka refuses this service's writes (authorization): fix the ACLs")
+
+// authorized is ready, or errNotAuthorized for authRecheck after Kafka
+// refused a write for authorization (ACLs): a load balancer then sends the
+// webhooks to a gateway that can store them, and AcmeCRM retries.
+func (h *receiver) authorized(ready ops.ReadyFunc) ops.ReadyFunc {
+	return func() error {
+		if at := h.deniedAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < authRecheck {
+			return errNotAuthorized
+		}
+		return ready()
+	}
+}
+
+// noteAuthorization records whether a write was refused for authorization,
+// and logs the changes only (not each request).
+func (h *receiver) noteAuthorization(err error) {
+	denied := errors.Is(err, sarama.ErrTopicAuthorizationFailed) || errors.Is(err, sarama.ErrClusterAuthorizationFailed)
+	switch {
+	case denied:
+		if h.deniedAt.Swap(time.Now().UnixNano()) == 0 {
+			h.Log.Error().Err(err).Str("topic", h.Topic).Msg("kafka refuses this service's writes (authorization): not ready, webhooks answered 503; fix the ACLs")
+		}
+	case err == nil:
+		if h.deniedAt.Swap(0) != 0 {
+			h.Log.Info().Str("topic", h.Topic).Msg("kafka accepts this service's writes again: ready")
+		}
+	}
 }
 
 // The machine-readable error codes of the JSON error bodies.
@@ -183,6 +224,7 @@ func (h *receiver) Serve(c echo.Context) error {
 	start := time.Now()
 	err = h.Enqueuer.Enqueue(sendCtx, msg)
 	h.Metrics.enqueued(time.Since(start), err)
+	h.noteAuthorization(err)
 	if err == nil {
 		h.Metrics.accepted.WithLabelValues(ev.EventType).Inc()
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -487,5 +488,49 @@ func TestUnknownEventType(t *testing.T) {
 		if got := testutil.ToFloat64(h.Metrics.accepted.WithLabelValues("contact.merged")); got != map[bool]float64{false: 1, true: 0}[strict] {
 			t.Errorf("strict %v: counted %v accepted contact.merged", strict, got)
 		}
+	}
+}
+
+// Kafka refusing this service's writes for authorization makes the gateway
+// not ready (a load balancer sends webhooks elsewhere), logged once per
+// change; a write allowed again makes it ready.
+func TestAuthorizationFailureIsNotReady(t *testing.T) {
+	enq := &fakeEnqueuer{err: sarama.ErrTopicAuthorizationFailed}
+	srv, h := serveTestHandler(t, enq, nil, &lameDuck{})
+	var logs bytes.Buffer
+	h.Log = zerolog.New(&logs)
+	send := func() int {
+		req := signed(t, "POST", validBody, time.Now())
+		req.URL.Scheme, req.URL.Host, req.RequestURI = "http", strings.TrimPrefix(srv.URL, "http://"), ""
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	ready := h.authorized(func() error { return nil })
+	if err := ready(); err != nil {
+		t.Fatalf("not ready before any refusal: %v", err)
+	}
+	for range 3 {
+		if got := send(); got != 503 {
+			t.Errorf("refused write answered %d, want 503", got)
+		}
+	}
+	if err := ready(); !errors.Is(err, errNotAuthorized) {
+		t.Errorf("ready after authorization refusals: %v, want errNotAuthorized", err)
+	}
+	if n := strings.Count(logs.String(), "authorization"); n != 1 {
+		t.Errorf("%d log lines about authorization for 3 refusals, want 1 (once per change):\n%s", n, logs.String())
+	}
+	enq.mu.Lock()
+	enq.err = nil
+	enq.mu.Unlock()
+	if got := send(); got != 202 {
+		t.Errorf("allowed write answered %d, want 202", got)
+	}
+	if err := ready(); err != nil {
+		t.Errorf("not ready after a write was allowed again: %v", err)
 	}
 }

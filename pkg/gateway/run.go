@@ -76,11 +76,12 @@ func serve(ctx context.Context, cfg config.Gateway, tracing telemetry.Tracing, l
 		Metrics:        metrics,
 		Tracer:         tracing.Tracer("github.com/acmecrm/integration-service/pkg/gateway"),
 		Now:            time.Now,
+		Log:            log,
 	}
 
 	srv := &http.Server{
 		Addr:              g.ListenAddr,
-		Handler:           newEcho(receiver, g.WebhookPath, lameDuck.ready(probe.Ready), lameDuck, metricsOn(g.MetricsAddr, reg), tracing, log),
+		Handler:           newEcho(receiver, g.WebhookPath, lameDuck.ready(receiver.authorized(probe.Ready)), lameDuck, metricsOn(g.MetricsAddr, reg), tracing, log),
 		ReadHeaderTimeout: g.ReadHeaderTimeout,
 		ReadTimeout:       g.ReadTimeout,
 		WriteTimeout:      g.WriteTimeout,
