@@ -122,9 +122,11 @@ func (r *retrier) Do(ctx context.Context, contact string, op func(context.Contex
 		}
 		switch cause := contacts.CauseOf(err); {
 		case errors.Is(err, contacts.ErrGone):
-			// Evidence since this 404: a base URL gone wrong a minute ago
-			// answers every call so, and its deletes must not count as done.
-			if r.own(contact, firstFailure) {
+			// Evidence from around this 404 (a call made at most
+			// goneEvidence before it, or after): a base URL gone wrong a
+			// minute ago answers every call so, and its deletes must not
+			// count as done; calls made together with it are evidence.
+			if r.own(contact, firstFailure.Add(-goneEvidence)) {
 				return attempt, nil // deleted already
 			}
 		case cause == contacts.CauseRejected:
@@ -160,6 +162,10 @@ func (r *retrier) Do(ctx context.Context, contact string, op func(context.Contex
 		held += r.now().Sub(t0) // held back by other events, not this one's fault
 	}
 }
+
+// goneEvidence is how long before a DELETE's 404 a call answered as working
+// still shows the base URL right: the calls sent together with the DELETE.
+const goneEvidence = 5 * time.Second
 
 // rateLimitedWait is how long a call answered 429 waits before it goes
 // again: the Retry-After it came with, else a second.

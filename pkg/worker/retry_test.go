@@ -108,7 +108,7 @@ func TestRetrierNeedsEvidence(t *testing.T) {
 		{"credentials refused, others worked before but not since: retried", refused, true, 4, 4, refused, false},
 		{"transient past its budget, nobody else answered: retried (a new budget) until someone is", hour, false, 3, 3, errRetriesExhausted, false},
 		{"transient past its budget, others working before only: still retried", hour, true, 2, 2, errRetriesExhausted, false},
-		{"a DELETE's 404, others working before it only (the base URL may have gone wrong since): retried until a call made since is", contacts.ErrGone, true, 3, 3, nil, true},
+		{"a DELETE's 404, others working just before it (sent together): done", contacts.ErrGone, true, 0, 1, nil, true},
 		{"a DELETE's 404 before any evidence: retried until there is", contacts.ErrGone, false, 2, 2, nil, true},
 	}
 	for _, tt := range tests {
@@ -209,5 +209,31 @@ func TestRetrierWakesOnRecovery(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("still waiting its backoff after a failing contact recovered")
+	}
+}
+
+// A DELETE's 404 with evidence only from long before it (the base URL may
+// have gone wrong since): retried until a call made around or after it is
+// answered as working.
+func TestRetrierGoneNeedsRecentEvidence(t *testing.T) {
+	h := newAPIHealth(testOutage, nil)
+	old := time.Now().Add(-time.Minute)
+	h.now = func() time.Time { return old }
+	h.Record(context.Background(), "other", nil)
+	h.now = time.Now
+	var waits []time.Duration
+	attempts := 0
+	n, err := newTestRetrier(&waits, h).Do(context.Background(), "c", func(ctx context.Context) error {
+		attempts++
+		if attempts > 10 {
+			t.Fatal("retried past the evidence")
+		}
+		if attempts == 3 {
+			h.Record(ctx, "other", nil)
+		}
+		return contacts.ErrGone
+	}, func(int, error, time.Duration) {})
+	if n != 3 || err != nil {
+		t.Errorf("%d attempts, %v; want done at the 3rd, once another contact was answered", n, err)
 	}
 }
