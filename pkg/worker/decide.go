@@ -31,6 +31,9 @@ type facts struct {
 	// release read the DLQ (partition -> end offset): records parked
 	// after it were not put back.
 	ReleaseThrough map[int32]int64
+	// Arrived is when the gateway received it (received_at, else the
+	// record's timestamp); zero when unknown.
+	Arrived time.Time
 }
 
 // mark names the record's event in a contact's state.

@@ -297,17 +297,6 @@ func (g *callGate) limitFloor() float64 {
 	return min(float64(g.max), max(1, math.Ceil(2*g.paceRate*g.latency.Seconds())))
 }
 
-// countOf returns how many of xs equal x.
-func countOf[T comparable](xs []T, x T) int {
-	n := 0
-	for _, v := range xs {
-		if v == x {
-			n++
-		}
-	}
-	return n
-}
-
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a

@@ -199,8 +199,8 @@ func (p *processor) observeAge(m *sarama.ConsumerMessage, f facts, out eventOutc
 	if out == outcomeAbandoned {
 		return
 	}
-	if at, ok := record.Arrival(m); ok {
-		p.Metrics.eventAge.WithLabelValues(eventTypeLabel(f.Event.EventType), string(out)).Observe(p.Now().Sub(at).Seconds())
+	if !f.Arrived.IsZero() {
+		p.Metrics.eventAge.WithLabelValues(eventTypeLabel(f.Event.EventType), string(out)).Observe(p.Now().Sub(f.Arrived).Seconds())
 	}
 }
 
@@ -224,13 +224,14 @@ func contractBreach(m *sarama.ConsumerMessage, f facts) error {
 // facts reads what record m says of itself.
 func (p *processor) facts(m *sarama.ConsumerMessage, id string) facts {
 	f := facts{ID: id, Replayed: record.ReplayCount(m.Headers) > 0, Discard: record.IsDiscard(m), ReleaseThrough: record.ReleaseThrough(m)}
+	f.Arrived, _ = record.Arrival(m)
 	ev, err := acmecrm.Parse(m.Value)
 	if err != nil {
 		f.Invalid = fmt.Errorf("unparseable event: %w", err)
 		return f
 	}
 	f.Event = ev
-	if arrived, ok := record.Arrival(m); ok && p.Guard.MaxClockSkew > 0 {
+	if arrived := f.Arrived; !arrived.IsZero() && p.Guard.MaxClockSkew > 0 {
 		if ahead := ev.Timestamp.Sub(arrived); ahead > p.Guard.MaxClockSkew {
 			f.Invalid = fmt.Errorf("timestamp %s is %v ahead of the event's arrival (%s), more than the clock skew allowed (WORKER_STALE_GUARD_MAX_CLOCK_SKEW %v): as its contact's newest it would make every later event stale",
 				ev.Timestamp.Format(time.RFC3339Nano), ahead, arrived.UTC().Format(time.RFC3339Nano), p.Guard.MaxClockSkew)

@@ -96,9 +96,8 @@ func (p *proc) stopped(timeout time.Duration) bool {
 // one before got 202 (a 503 or a refused connection is retried, on the
 // other gateway, as AcmeCRM would).
 type loader struct {
-	gateways []string
-	senders  []*sender
-	stop     atomic.Bool
+	senders []*sender
+	stop    atomic.Bool
 
 	mu       sync.Mutex
 	accepted map[string]int // contact -> last seq acknowledged
