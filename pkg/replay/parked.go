@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -72,7 +73,9 @@ func (rp *run) parked(ctx context.Context, client sarama.Client, topic string, o
 // then the others in turn (each one older than what the contact holds by
 // then is stale). With DiscardEventID, the head goes back marked never to
 // apply. A contact whose head has no copy left in the DLQ (retention) is
-// not touched. The routine replay position is neither read nor moved.
+// not touched by a release (reported missing); a discard needs no copy and
+// releases it all the same (the copies parked behind it that are left go
+// back). The routine replay position is neither read nor moved.
 func (rp *run) release(ctx context.Context, client sarama.Client, consumer sarama.Consumer, stateTopic string, owner contactstate.Owner, dlq string) error {
 	all, err := rp.parked(ctx, client, stateTopic, owner)
 	if err != nil {
@@ -111,9 +114,16 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 			continue
 		}
 		cc := copies[c]
+		if (cc == nil || cc.head == nil) && rp.cfg.DiscardEventID != "" {
+			// The head's copy is gone (the DLQ's retention passed): a
+			// discard needs none, only the head's id and contact.
+			rp.log.Warn().Str("contact_id", c).Str("head", s.Parked.Head.EventID).Msg("the head has no copy left in the DLQ: discarding it by its id")
+			cc = cmp.Or(cc, &contactCopies{})
+			cc.head = expiredHead(c, s.Parked.Head.EventID)
+		}
 		if cc == nil || cc.head == nil {
 			rp.sum.Missing++
-			rp.log.Error().Str("contact_id", c).Str("head", s.Parked.Head.EventID).Msg("the head has no copy in the DLQ: contact left parked")
+			rp.log.Error().Str("contact_id", c).Str("head", s.Parked.Head.EventID).Msg("the head has no copy in the DLQ (its retention passed): contact left parked; discard it (--replay-discard-event-id) to release what is parked behind it")
 			if err := rp.enc.Encode(contactLine{Action: "missing", ContactID: c, Head: s.Parked.Head.EventID}); err != nil {
 				return err
 			}
@@ -134,6 +144,13 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 		}
 	}
 	return nil
+}
+
+// expiredHead stands for the DLQ copy of a contact's head that retention
+// deleted: its key and event id (ce_id), no value. Only a discard is built
+// from it: the worker decides a discard by the head's id alone.
+func expiredHead(contact, eventID string) *sarama.ConsumerMessage {
+	return &sarama.ConsumerMessage{Key: []byte(contact), Headers: []*sarama.RecordHeader{{Key: []byte(record.HeaderID), Value: []byte(eventID)}}}
 }
 
 // putBack republishes one dead-lettered record (as a discard when told).

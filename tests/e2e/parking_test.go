@@ -180,6 +180,55 @@ func TestParkingDiscardHead(t *testing.T) {
 	}
 }
 
+// A contact parked longer than the DLQ's retention: its head's copy is
+// gone (deleted here as retention would). A release cannot put it back
+// and says so, leaving the contact parked; a discard needs no copy: it
+// releases the contact and the events parked behind it are applied.
+func TestParkingHeadCopyExpired(t *testing.T) {
+	api, _, topics, wk, p := parkedSetup(t)
+	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
+	publishEvent(t, p, topic, "contact.updated", "evt_px_1", "px", "v1")
+	publishEvent(t, p, topic, "contact.updated", "evt_px_2", "px", "v2")
+	publishEvent(t, p, topic, "contact.updated", "evt_px_3", "px", "v3")
+	eventually(t, 30*time.Second, "E1 dead, E2 and E3 parked", func() bool { return len(dlqOf(t, dlq, "px")) >= 3 })
+	eventually(t, 10*time.Second, "px parked in its state", func() bool { return metric(t, wk, "worker_parked_contacts") == 1 })
+	api.ClearFailures()
+	var head *sarama.ConsumerMessage
+	for _, m := range readAll(t, brokers, dlq) {
+		if headerMap(m)["ce_id"] == "evt_px_1" {
+			head = m
+		}
+	}
+	if head == nil {
+		t.Fatal("no DLQ copy of the head")
+	}
+	// Retention passes over the head's copy (only it: the parked ones
+	// come after it in the same partition).
+	if err := newAdmin(t).DeleteRecords(dlq, map[int32]int64{head.Partition: head.Offset + 1}); err != nil {
+		t.Fatal(err)
+	}
+	env := parkingEnv(topics, t)
+	lines, sum := runReplay(t, env, "--replay-contact-id", "px")
+	if sum.Missing != 1 || sum.Replayed != 0 || len(lines) != 1 || lines[0].Action != "missing" {
+		t.Fatalf("release of a head whose copy expired: %+v, summary %+v; want missing, nothing put back", lines, sum)
+	}
+	time.Sleep(time.Second)
+	if len(applied(api)["px"]) != 0 || metric(t, wk, "worker_parked_contacts") != 1 {
+		t.Fatalf("after a release reported missing: applied %v, parked %v; want nothing applied, px parked", applied(api)["px"], metric(t, wk, "worker_parked_contacts"))
+	}
+	lines, sum = runReplay(t, env, "--replay-contact-id", "px", "--replay-discard-event-id", "evt_px_1")
+	if sum.Discarded != 1 || sum.Replayed != 2 || sum.Missing != 0 || ids(lines, "discarded") != "evt_px_1" {
+		t.Fatalf("discard of a head whose copy expired: %+v, summary %+v", lines, sum)
+	}
+	eventually(t, 30*time.Second, "E2, E3 applied", func() bool { return len(applied(api)["px"]) >= 2 })
+	eventually(t, 10*time.Second, "px released", func() bool { return metric(t, wk, "worker_parked_contacts") == 0 })
+	if got := strings.Join(applied(api)["px"], ","); got != "evt_px_2,evt_px_3" {
+		t.Errorf("applied %s, want evt_px_2,evt_px_3", got)
+	}
+	publishEvent(t, p, topic, "contact.updated", "evt_px_4", "px", "v4")
+	eventually(t, 30*time.Second, "E4 applied at once", func() bool { return firstName(t, api, "px") == "v4" })
+}
+
 // A rebalance while a contact is parked: the member that takes its
 // partition over rebuilds the parked contacts from Kafka before applying
 // anything, and parks the contact's next event.
