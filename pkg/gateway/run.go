@@ -266,23 +266,14 @@ func checkRecordLimit(client sarama.Client, topic string, maxBody int, log zerol
 	if err != nil {
 		return fmt.Errorf("kafka admin: %w", err)
 	}
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"max.message.bytes"}})
+	limit, err := kafka.RecordLimit(admin, topic)
 	if err != nil {
 		log.Warn().Err(err).Str("topic", topic).Msg("reading the topic's max.message.bytes; not checked against GATEWAY_MAX_BODY_BYTES")
 		return nil
 	}
-	for _, e := range entries {
-		if e.Name != "max.message.bytes" {
-			continue
-		}
-		limit, err := strconv.Atoi(e.Value)
-		if err != nil {
-			return nil
-		}
-		if need := maxBody + config.RecordOverheadBytes; limit < need {
-			return fmt.Errorf("topic %s's max.message.bytes is %d: it cannot hold a body of GATEWAY_MAX_BODY_BYTES=%d plus %d bytes of key and headers; lower GATEWAY_MAX_BODY_BYTES to %d or raise the topic's max.message.bytes to %d",
-				topic, limit, maxBody, config.RecordOverheadBytes, max(0, limit-config.RecordOverheadBytes), need)
-		}
+	if need := maxBody + config.RecordOverheadBytes; limit < need {
+		return fmt.Errorf("topic %s's max.message.bytes is %d: it cannot hold a body of GATEWAY_MAX_BODY_BYTES=%d plus %d bytes of key and headers; lower GATEWAY_MAX_BODY_BYTES to %d or raise the topic's max.message.bytes to %d",
+			topic, limit, maxBody, config.RecordOverheadBytes, max(0, limit-config.RecordOverheadBytes), need)
 	}
 	return nil
 }

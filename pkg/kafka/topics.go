@@ -9,6 +9,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/acmecrm/integration-service/pkg/config"
+	"github.com/acmecrm/integration-service/pkg/record"
 )
 
 // TopicSpec describes a topic to create when it is missing.
@@ -32,11 +33,12 @@ type TopicSpec struct {
 // of each key for Retention after it was written.
 const CompactDelete = "compact,delete"
 
-// serviceTopics returns the specs of the events topic and the dead-letter topic.
+// serviceTopics returns the specs of the events topic and the dead-letter
+// topic; the latter holds records DeadLetterOverheadBytes larger.
 func serviceTopics(c config.Kafka) []TopicSpec {
 	return []TopicSpec{
 		{Name: c.Topic, Partitions: int32(c.TopicPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.TopicRetention, MaxMessageBytes: c.MaxMessageBytes},
-		{Name: c.DLQTopic, Partitions: int32(c.DLQPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.DLQRetention, MaxMessageBytes: c.MaxMessageBytes},
+		{Name: c.DLQTopic, Partitions: int32(c.DLQPartitions), ReplicationFactor: int16(c.ReplicationFactor), Retention: c.DLQRetention, MaxMessageBytes: c.MaxMessageBytes + record.DeadLetterOverheadBytes},
 	}
 }
 

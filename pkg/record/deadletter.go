@@ -64,6 +64,14 @@ const (
 // dead-letter record larger than the original allows.
 const MaxErrorBytes = 1024
 
+// DeadLetterOverheadBytes bounds what a dead-letter copy adds to the
+// record it copies (bytes): the dlq_ headers, dlq_error at most
+// MaxErrorBytes, the ids and topic names at most 255 bytes each, with
+// room to spare. The DLQ topic's max.message.bytes must be the events
+// topic's plus this, or the copy of a record near the events topic's
+// limit could never be written.
+const DeadLetterOverheadBytes = 4096
+
 // Failure is why and when an event failed.
 type Failure struct {
 	Err      error

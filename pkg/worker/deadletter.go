@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -26,6 +27,10 @@ type publisher struct {
 	Topic    string
 	// Failures counts failed attempts (each is retried).
 	Failures prometheus.Counter
+	// Room, when set, is asked to make the topic take a record of the
+	// given size (bytes) that Kafka refused as too large (dlqRoom.fit);
+	// its error says what an operator must set.
+	Room func(size int) error
 	// Tracer makes a producer span of each publish, the child of ctx's
 	// span, named in the records' traceparent (nil: none, ctx's passed on).
 	Tracer trace.Tracer
@@ -51,6 +56,22 @@ func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 		if err == nil {
 			telemetry.Sent(span, msg)
 			at = contactstate.Position{Partition: msg.Partition, Offset: msg.Offset}
+			return nil
+		}
+		if kafka.TooLarge(err) {
+			// Sent again as it is, it can never succeed: the topic must
+			// take it (the partition waits meanwhile; nothing is dropped).
+			size := msg.ByteSize(2)
+			fix := errors.New("no room made: raise the topic's max.message.bytes")
+			if p.Room != nil {
+				fix = p.Room(size)
+			}
+			ev := p.Log.Error().Err(err).Str("topic", p.Topic).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).Int("record_bytes", size)
+			if fix != nil {
+				ev.AnErr("room", fix).Msg("record too large for the topic: its partition waits until the topic takes it")
+			} else {
+				ev.Msg("record too large for the topic: room made, sending it again")
+			}
 		}
 		return err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {

@@ -18,6 +18,7 @@ import (
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/logging"
 	"github.com/acmecrm/integration-service/pkg/ops"
+	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/pkg/replay"
 	"github.com/acmecrm/integration-service/pkg/telemetry"
 )
@@ -79,6 +80,9 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	if err != nil {
 		return err
 	}
+	// The dead-letter producer sends copies of records of up to
+	// KAFKA_MAX_MESSAGE_BYTES with their dlq_ headers (dlqRoom).
+	psc.Producer.MaxMessageBytes = cfg.Kafka.MaxMessageBytes + record.DeadLetterOverheadBytes
 	csc, err := kafka.NewConsumerConfig(cfg.Kafka)
 	if err != nil {
 		return err
@@ -179,10 +183,15 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	if err != nil {
 		return fmt.Errorf("creating the offsets reader: %w", err)
 	}
+	room := &dlqRoom{Admin: admin, Events: cfg.Kafka.Topic, DLQ: cfg.Kafka.DLQTopic, Provision: cfg.Kafka.ProvisionTopics, ProducerLimit: psc.Producer.MaxMessageBytes, Log: log}
+	if err := room.check(); err != nil {
+		return err
+	}
 	// State records and forwarded events go to the partition chosen for
 	// them, whatever partitioner wrote the events: a producer of its own.
 	pkc := *psc
 	pkc.Producer.Partitioner = sarama.NewManualPartitioner
+	pkc.Producer.MaxMessageBytes = cfg.Kafka.MaxMessageBytes // its batches go to the events topic too
 	stateClient, err := kafka.Connect(ctx, cfg.Kafka.Brokers, &pkc, log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -216,7 +225,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		API:          api,
 		Retrier:      newRetrier(w.Retry, gate, health),
 		Health:       health,
-		DeadLetterer: &publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Tracer: tracer, Log: log},
+		DeadLetterer: &publisher{Producer: dlqProducer, Topic: cfg.Kafka.DLQTopic, Failures: metrics.dlqPublishFailures, Room: room.refused, Tracer: tracer, Log: log},
 		State:        state.Store,
 		Guard:        guard{MaxClockSkew: w.StaleGuard.MaxClockSkew},
 		Group:        w.GroupID,
