@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -51,6 +52,17 @@ type dispatcher struct {
 	// a producer hashing otherwise, or before partitions were added) is
 	// forwarded there, so each contact is handled in one partition.
 	eventPartitions int32
+	// topicID, when set, returns a topic's ID ("" when it does not exist),
+	// and oldest a partition's oldest offset: a commit made on a former
+	// topic of the same name is not trusted (topicid.go).
+	topicID func(topic string) (string, error)
+	oldest  func(topic string, partition int32) (int64, error)
+	// tid is the events topic's ID in the current session ("" unknown);
+	// sessionCtx ends the session's partitions early, when the topic
+	// changes under it (nil: the session's own context).
+	tid        string
+	sessionCtx context.Context
+	endSession context.CancelFunc
 }
 
 // metadataInterval is how often a partition's commit metadata (its
@@ -107,10 +119,21 @@ func tokenOf(ctx context.Context) *activeToken {
 	return t
 }
 
-// Setup reads the events topic's partition count for the session.
+// Setup reads the events topic's partition count and ID for the session:
+// a partition whose committed offset was made on a former topic of the
+// same name is read from its oldest offset, and the session ends if the
+// topic changes under it.
 func (h *dispatcher) Setup(s sarama.ConsumerGroupSession) error {
 	h.proc.Log.Info().Interface("claims", s.Claims()).Int32("generation", s.GenerationID()).Str("member", s.MemberID()).Msg("partitions assigned")
-	h.eventPartitions = 0
+	h.eventPartitions, h.tid = 0, ""
+	h.sessionCtx, h.endSession = context.WithCancel(s.Context())
+	if h.topicID != nil {
+		for topic, claimed := range s.Claims() {
+			if err := h.bindSession(s, topic, claimed); err != nil {
+				return err
+			}
+		}
+	}
 	if h.partitions == nil {
 		return nil
 	}
@@ -129,8 +152,44 @@ func (h *dispatcher) Setup(s sarama.ConsumerGroupSession) error {
 	return nil
 }
 
+// bindSession reads topic's ID and resets, to their oldest offsets, the
+// claimed partitions whose committed offset names another topic ID.
+func (h *dispatcher) bindSession(s sarama.ConsumerGroupSession, topic string, claimed []int32) error {
+	id, err := h.topicID(topic)
+	if err != nil {
+		h.proc.Log.Warn().Err(err).Str("topic", topic).Msg("reading the topic's ID; commits are not checked against it this session")
+		return nil
+	}
+	h.tid = id
+	for _, p := range claimed {
+		if h.committed == nil {
+			break
+		}
+		off, meta, err := h.committed(topic, p)
+		if err != nil {
+			continue // ConsumeClaim logs it
+		}
+		if was, _ := committedTopic(meta); formerTopic(was, id) {
+			oldest, err := h.oldest(topic, p)
+			if err != nil {
+				return fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
+			}
+			h.proc.Log.Error().Str("topic", topic).Int32("partition", p).Int64("committed", off).Str("committed_topic_id", was).Str("topic_id", id).Int64("from", oldest).
+				Msg("committed offset belongs to a former topic of this name (deleted and created again): reading the partition from its oldest offset")
+			s.ResetOffset(topic, p, oldest, bindTopic(id, ""))
+		}
+	}
+	if id != "" {
+		go h.watchTopic(h.sessionCtx, topic, id, h.endSession)
+	}
+	return nil
+}
+
 // Cleanup commits what was marked before the session ends (rebalance or stop).
 func (h *dispatcher) Cleanup(s sarama.ConsumerGroupSession) error {
+	if h.endSession != nil {
+		h.endSession()
+	}
 	s.Commit()
 	h.proc.Log.Info().Int32("generation", s.GenerationID()).Msg("session ended, offsets committed")
 	return nil
@@ -155,7 +214,7 @@ type finished struct {
 // contact is never applied by this member and the partition's next owner
 // at once.
 func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	ctx, cancel := context.WithCancel(s.Context())
+	ctx, cancel := context.WithCancel(cmp.Or(h.sessionCtx, s.Context()))
 	defer cancel()
 	topic, partition := claim.Topic(), claim.Partition()
 	labels := []string{topic, strconv.Itoa(int(partition))}
@@ -185,7 +244,9 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		case err != nil:
 			h.proc.Log.Warn().Err(err).Int32("partition", partition).Msg("reading the committed metadata; records finished above the committed offset will be applied again")
 		case off == claim.InitialOffset():
-			finishedBefore = finishedAbove(meta, off)
+			if id, rest := committedTopic(meta); id == "" || id == h.tid {
+				finishedBefore = finishedAbove(rest, off)
+			}
 		}
 	}
 	queues := map[string][]*sarama.ConsumerMessage{} // per key: the event in flight first, then those waiting
@@ -257,7 +318,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			return
 		}
 		if off > marked {
-			s.MarkOffset(topic, partition, off, "") // metadata of an older watermark would not fit this one
+			s.MarkOffset(topic, partition, off, bindTopic(h.tid, "")) // metadata of an older watermark would not fit this one
 			marked, markedMeta = off, ""
 		}
 		wmLag.Set(float64(wm.next - off))
@@ -269,7 +330,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 	markMetadata := func() {
 		if off, ok := wm.commit(); ok && off == marked {
 			if meta := wm.metadata(); meta != markedMeta {
-				s.ResetOffset(topic, partition, off, meta)
+				s.ResetOffset(topic, partition, off, bindTopic(h.tid, meta))
 				markedMeta = meta
 			}
 		}

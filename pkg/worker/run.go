@@ -242,6 +242,10 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		ps, err := readerClient.Partitions(topic)
 		return int32(len(ps)), err
 	}
+	handler.topicID = func(topic string) (string, error) { return topicIDOf(admin, topic) }
+	handler.oldest = func(topic string, partition int32) (int64, error) {
+		return readerClient.GetOffset(topic, partition, sarama.OffsetOldest)
+	}
 	handler.committed = func(topic string, partition int32) (int64, string, error) {
 		resp, err := admin.ListConsumerGroupOffsets(w.GroupID, map[string][]int32{topic: {partition}})
 		if err != nil {
