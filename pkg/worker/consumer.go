@@ -302,7 +302,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 			tok := &activeToken{ch: h.active, held: true}
 			var f finished
 			if h.misplaced(msg) {
-				f = finished{msg, h.forward(ctx, msg), stateUnchanged}
+				f = finished{msg, h.forward(context.WithValue(ctx, activeTokenKey{}, tok), msg), stateUnchanged}
 			} else {
 				out, change := h.proc.Process(context.WithValue(ctx, activeTokenKey{}, tok), msg)
 				f = finished{msg, out, change}

@@ -48,7 +48,15 @@ func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 	ctx, span := telemetry.StartSend(ctx, p.Tracer, p.Topic, trace.WithAttributes(telemetry.EventID(id), telemetry.ContactID(string(m.Key))))
 	defer span.End()
 	var at contactstate.Position
+	// Waiting between tries, the event gives its admission back (as between
+	// retries of a call), so publishes Kafka refuses for a while do not
+	// hold up the events of other contacts.
+	tok := tokenOf(ctx)
+	defer func() { _ = tok.acquire(ctx) }() // the caller's event goes on holding one
 	err := backoff.RetryNotify(func() error {
+		if err := tok.acquire(ctx); err != nil {
+			return backoff.Permanent(err)
+		}
 		// A fresh message each try: sarama keeps per-send state in it.
 		msg := build()
 		telemetry.Inject(ctx, msg)
@@ -75,6 +83,7 @@ func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 		}
 		return err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		tok.release()
 		span.AddEvent("publish failed, retrying", trace.WithAttributes(attribute.String("error", err.Error())))
 		p.Failures.Inc()
 		p.Log.Error().Err(err).Str("topic", p.Topic).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).

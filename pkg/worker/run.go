@@ -236,7 +236,13 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 	}, w, health)
 	handler.state = state
 	handler.partitions = func(topic string) (int32, error) {
+		// The forwarding producer's client too: sarama refuses a record for
+		// a partition its cached metadata does not have (ErrInvalidPartition)
+		// until its next refresh, minutes later.
 		if err := readerClient.RefreshMetadata(topic); err != nil {
+			return 0, err
+		}
+		if err := stateClient.RefreshMetadata(topic); err != nil {
 			return 0, err
 		}
 		ps, err := readerClient.Partitions(topic)
