@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/acmecrm/integration-service/pkg/acmecrm"
+	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/tests/standin"
 )
 
@@ -227,6 +230,57 @@ func TestParkingHeadCopyExpired(t *testing.T) {
 	}
 	publishEvent(t, p, topic, "contact.updated", "evt_px_4", "px", "v4")
 	eventually(t, 30*time.Second, "E4 applied at once", func() bool { return firstName(t, api, "px") == "v4" })
+}
+
+// A contact parked behind thousands of events: its state record stays the
+// head and a count (before, it listed every parked id and, at about 46,000,
+// passed max.message.bytes and stalled its partition), and its release
+// applies them all, in order.
+func TestParkedStateStaysSmall(t *testing.T) {
+	api, _, topics, wk, p := parkedSetup(t)
+	topic, state := topics["KAFKA_TOPIC"], stateTopicOf(topics)
+	const n = 3000
+	msgs := make([]*sarama.ProducerMessage, 0, n)
+	for i := range n {
+		body := fmt.Sprintf(`{"event_type":"contact.updated","event_id":"evt_px_%05d","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"px","acme_first_name":"v%05d"}}`, i, i)
+		ev, err := acmecrm.Parse([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, record.NewEventMessage(topic, ev, []byte(body), fmt.Sprintf("msg_px_%05d", i), time.Now()))
+	}
+	if err := p.SendMessages(msgs); err != nil {
+		t.Fatal(err)
+	}
+	var latest []byte
+	eventually(t, 60*time.Second, "every event after the head parked, in the state", func() bool {
+		for _, m := range readAll(t, brokers, state) {
+			if string(m.Key) == "px" {
+				latest = m.Value
+			}
+		}
+		var v struct {
+			Parked struct {
+				Records int `json:"records"`
+			} `json:"parked"`
+		}
+		return latest != nil && json.Unmarshal(latest, &v) == nil && v.Parked.Records == n-1
+	})
+	if len(latest) > 512 {
+		t.Errorf("px's state record is %d bytes with %d events parked, want it small: %s", len(latest), n-1, latest)
+	}
+	api.ClearFailures()
+	if _, sum := runReplay(t, parkingEnv(topics, t), "--replay-contact-id", "px"); sum.Replayed != n || sum.Released != 1 {
+		t.Fatalf("release: %+v, want %d replayed", sum, n)
+	}
+	eventually(t, 60*time.Second, "all applied after the release", func() bool { return len(applied(api)["px"]) == n })
+	eventually(t, 10*time.Second, "px released", func() bool { return metric(t, wk, "worker_parked_contacts") == 0 })
+	for i, id := range applied(api)["px"] {
+		if want := fmt.Sprintf("evt_px_%05d", i); id != want {
+			t.Fatalf("applied %s as the %dth, want %s", id, i, want)
+		}
+	}
+	t.Logf("state record with %d events parked: %d bytes", n-1, len(latest))
 }
 
 // A rebalance while a contact is parked: the member that takes its
