@@ -48,7 +48,14 @@ func SetRecordLimit(admin sarama.ClusterAdmin, topic string, n int) error {
 // producer's own check against Producer.MaxMessageBytes. Sending the same
 // record again cannot succeed.
 func TooLarge(err error) bool {
+	return errors.Is(err, sarama.ErrMessageSizeTooLarge) || RefusedByProducer(err)
+}
+
+// RefusedByProducer reports whether err is the producer's own refusal of a
+// record larger than its Producer.MaxMessageBytes (sarama measures the
+// record uncompressed, the broker the compressed batch): no topic setting
+// cures it.
+func RefusedByProducer(err error) bool {
 	var ce sarama.ConfigurationError
-	return errors.Is(err, sarama.ErrMessageSizeTooLarge) ||
-		errors.As(err, &ce) && strings.Contains(string(ce), "larger than configured Producer.MaxMessageBytes")
+	return errors.As(err, &ce) && strings.Contains(string(ce), "larger than configured Producer.MaxMessageBytes")
 }

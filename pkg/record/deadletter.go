@@ -32,10 +32,32 @@ const (
 	// each of its partitions (end exclusive), comma-separated. Records
 	// parked after that wait for the next release.
 	HeaderDLQReleaseThrough = "dlq_release_through"
+	// HeaderDLQValueOmitted, on a dead letter without a value, is the size
+	// in bytes of the record it stands for: Kafka would not take a copy
+	// that large; the record itself is at dlq_original_topic/partition/
+	// offset until that topic's retention.
+	HeaderDLQValueOmitted = "dlq_value_omitted"
 	// HeaderDLQReplayCount is the only dlq_ header a replayed record keeps:
 	// how many times it has been put back, for the replay loop guard.
 	HeaderDLQReplayCount = "dlq_replay_count"
 )
+
+// DeadLetterStub returns the dead letter of m when Kafka will not take a
+// copy of it (size bytes): DeadLetterMessage's headers, m's key, event id
+// and type, no value, and dlq_value_omitted. Its contact parks behind it
+// as behind any dead letter; the value is found at the original position.
+func DeadLetterStub(dlqTopic string, m *sarama.ConsumerMessage, f Failure, size int) *sarama.ProducerMessage {
+	id, eventType := Identity(m)
+	stub := &sarama.ConsumerMessage{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key}
+	for _, h := range [][2]string{{HeaderID, id}, {HeaderType, eventType}} {
+		if h[1] != "" {
+			stub.Headers = append(stub.Headers, &sarama.RecordHeader{Key: []byte(h[0]), Value: []byte(h[1])})
+		}
+	}
+	out := DeadLetterMessage(dlqTopic, stub, f)
+	out.Headers = append(out.Headers, header(HeaderDLQValueOmitted, strconv.Itoa(size)))
+	return out
+}
 
 // DLQHeaderPrefix starts every dead-letter header.
 const DLQHeaderPrefix = "dlq_"

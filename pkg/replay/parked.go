@@ -130,10 +130,17 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 			continue
 		}
 		if err := rp.putBack(ctx, cc.head, rp.cfg.DiscardEventID != ""); err != nil {
-			return err
+			if err := passTooLarge(err); err != nil {
+				return err
+			}
+			// The head cannot go back: the contact stays parked, and
+			// what is behind it stays in the DLQ for a discard of it.
+			continue
 		}
 		for _, m := range cc.parked {
-			if err := rp.putBack(ctx, m, false); err != nil {
+			// One too large is reported and passed: it would have been
+			// stale or parked again behind a later one at worst.
+			if err := passTooLarge(rp.putBack(ctx, m, false)); err != nil {
 				return err
 			}
 		}
@@ -146,9 +153,10 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 	return nil
 }
 
-// expiredHead stands for the DLQ copy of a contact's head that retention
-// deleted: its key and event id (ce_id), no value. Only a discard is built
-// from it: the worker decides a discard by the head's id alone.
+// expiredHead stands for the DLQ copy of a contact's head (one retention
+// deleted, or any, for a discard): its key and event id (ce_id), no value.
+// Only a discard is built from it: the worker decides a discard by the
+// head's id alone.
 func expiredHead(contact, eventID string) *sarama.ConsumerMessage {
 	return &sarama.ConsumerMessage{Key: []byte(contact), Headers: []*sarama.RecordHeader{{Key: []byte(record.HeaderID), Value: []byte(eventID)}}}
 }
@@ -165,7 +173,9 @@ func (rp *run) putBack(ctx context.Context, m *sarama.ConsumerMessage, discard b
 		return rp.enc.Encode(line{"would_discard", e})
 	}
 	rp.sum.Discarded++
-	if err := rp.send(ctx, m, record.DiscardMessage(rp.topic, m)); err != nil {
+	// Without its value (the worker decides a discard by the event's id):
+	// a record near the events topic's limit can be discarded too.
+	if err := rp.send(ctx, m, record.DiscardMessage(rp.topic, expiredHead(string(m.Key), e.EventID))); err != nil {
 		return fmt.Errorf("discarding %s: %w", e.EventID, err)
 	}
 	e.ReplayCount++ // it went back, as a discard, like a replayed record

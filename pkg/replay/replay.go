@@ -63,6 +63,32 @@ type Summary struct {
 	// Missing contacts have a head with no copy left in the DLQ, and were
 	// left parked (release).
 	Missing int `json:"missing,omitempty"`
+	// TooLarge records could not be put back: Kafka refuses them on the
+	// events topic as too large (a record near its max.message.bytes, with
+	// the replay's headers). Reported and passed; discard its contact's head
+	// (a discard carries no value) or raise the topic's limit.
+	TooLarge int `json:"too_large,omitempty"`
+}
+
+// errTooLarge is replay's answer for a record Kafka will not take back (it
+// was reported): the routine replay passes it, a release stops putting
+// back its contact's records. It wraps the report's own failure, if any.
+type errTooLarge struct{ err error }
+
+func (e errTooLarge) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return "too large to put back"
+}
+
+// passTooLarge returns err, nil for a record too large that was reported.
+func passTooLarge(err error) error {
+	var tl errTooLarge
+	if errors.As(err, &tl) {
+		return tl.err
+	}
+	return err
 }
 
 // line is one JSON line of the report, per record replayed or held.
@@ -265,7 +291,7 @@ func (rp *run) partition(ctx context.Context, client sarama.Client, consumer sar
 			return rp.commit(offsets, pom, nil)
 		default:
 			rp.sum.Read++
-			if err := rp.replay(ctx, m, e); err != nil {
+			if err := passTooLarge(rp.replay(ctx, m, e)); err != nil {
 				return rp.commit(offsets, pom, err)
 			}
 		}
@@ -289,6 +315,12 @@ func (rp *run) replay(ctx context.Context, m *sarama.ConsumerMessage, e entry) e
 		}
 	}
 	if err := rp.send(ctx, m, record.ReplayMessage(rp.topic, m)); err != nil {
+		if kafka.TooLarge(err) {
+			rp.sum.TooLarge++
+			rp.log.Error().Err(err).Str("event_id", e.EventID).Int32("dlq_partition", e.Partition).Int64("dlq_offset", e.Offset).
+				Msg("too large to put back on the events topic: passed; raise its max.message.bytes, or discard it if it is its contact's head")
+			return errTooLarge{rp.enc.Encode(line{"too_large", e})}
+		}
 		return fmt.Errorf("republishing %s (dlq offset %d/%d): %w", e.EventID, e.Partition, e.Offset, err)
 	}
 	rp.sum.Replayed++

@@ -155,10 +155,11 @@ func (h *dispatcher) Setup(s sarama.ConsumerGroupSession) error {
 // bindSession reads topic's ID and resets, to their oldest offsets, the
 // claimed partitions whose committed offset names another topic ID.
 func (h *dispatcher) bindSession(s sarama.ConsumerGroupSession, topic string, claimed []int32) error {
+	// Not knowing the ID, or the committed offsets, a commit of a former
+	// topic could not be told: the session fails and is joined again.
 	id, err := h.topicID(topic)
 	if err != nil {
-		h.proc.Log.Warn().Err(err).Str("topic", topic).Msg("reading the topic's ID; commits are not checked against it this session")
-		return nil
+		return fmt.Errorf("reading the ID of topic %s, to check its commits against: %w", topic, err)
 	}
 	h.tid = id
 	for _, p := range claimed {
@@ -167,7 +168,7 @@ func (h *dispatcher) bindSession(s sarama.ConsumerGroupSession, topic string, cl
 		}
 		off, meta, err := h.committed(topic, p)
 		if err != nil {
-			continue // ConsumeClaim logs it
+			return fmt.Errorf("reading the committed offset of %s/%d: %w", topic, p, err)
 		}
 		if was, _ := committedTopic(meta); formerTopic(was, id) {
 			oldest, err := h.oldest(topic, p)

@@ -40,6 +40,13 @@ type publisher struct {
 // Publish sends the record build returns, again until it is acknowledged
 // (it returns where it was written) or ctx ends (then ctx's error).
 func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, build func() *sarama.ProducerMessage) (contactstate.Position, error) {
+	return p.publish(ctx, m, build, nil)
+}
+
+// publish is Publish; tooLarge, when set, is told of each refusal of a
+// record too large (its size in bytes, and whether the producer itself
+// refused it) before the next try.
+func (p *publisher) publish(ctx context.Context, m *sarama.ConsumerMessage, build func() *sarama.ProducerMessage, tooLarge func(size int, byProducer bool)) (contactstate.Position, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
@@ -66,20 +73,8 @@ func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 			at = contactstate.Position{Partition: msg.Partition, Offset: msg.Offset}
 			return nil
 		}
-		if kafka.TooLarge(err) {
-			// Sent again as it is, it can never succeed: the topic must
-			// take it (the partition waits meanwhile; nothing is dropped).
-			size := msg.ByteSize(2)
-			fix := errors.New("no room made: raise the topic's max.message.bytes")
-			if p.Room != nil {
-				fix = p.Room(size)
-			}
-			ev := p.Log.Error().Err(err).Str("topic", p.Topic).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).Int("record_bytes", size)
-			if fix != nil {
-				ev.AnErr("room", fix).Msg("record too large for the topic: its partition waits until the topic takes it")
-			} else {
-				ev.Msg("record too large for the topic: room made, sending it again")
-			}
+		if kafka.TooLarge(err) && tooLarge != nil {
+			tooLarge(msg.ByteSize(2), kafka.RefusedByProducer(err))
 		}
 		return err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
@@ -92,7 +87,35 @@ func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 	return at, err
 }
 
-// DeadLetter implements deadLetterer.
+// DeadLetter implements deadLetterer. A copy Kafka refuses as too large is
+// never sent again as it is: the DLQ's limit is raised when Room can (then
+// it is sent again), else its dead letter is a stub without the value
+// (record.DeadLetterStub), so its contact parks and its partition goes on.
 func (p *publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) (contactstate.Position, error) {
-	return p.Publish(ctx, m, func() *sarama.ProducerMessage { return record.DeadLetterMessage(p.Topic, m, f) })
+	stub := 0 // the size of the copy refused, once a stub it is
+	return p.publish(ctx, m, func() *sarama.ProducerMessage {
+		if stub > 0 {
+			return record.DeadLetterStub(p.Topic, m, f, stub)
+		}
+		return record.DeadLetterMessage(p.Topic, m, f)
+	}, func(size int, byProducer bool) {
+		if stub > 0 {
+			return // even the stub: the DLQ's limit below any record's; retried, logged, alerted
+		}
+		var room error = errors.New("the producer itself refuses it (its Producer.MaxMessageBytes, uncompressed)")
+		if !byProducer {
+			room = errors.New("no room can be made: raise the DLQ's max.message.bytes")
+			if p.Room != nil {
+				room = p.Room(size)
+			}
+		}
+		id, _ := record.Identity(m)
+		log := p.Log.Error().Str("topic", p.Topic).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).Int("record_bytes", size)
+		if room == nil {
+			log.Msg("dead-letter copy too large for the DLQ: room made, sending it again")
+			return
+		}
+		stub = size
+		log.AnErr("reason", room).Msg("dead-letter copy too large for the DLQ: dead-lettered without its value (dlq_value_omitted); the record stays at its original position until that topic's retention")
+	})
 }

@@ -184,9 +184,7 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		return fmt.Errorf("creating the offsets reader: %w", err)
 	}
 	room := &dlqRoom{Admin: admin, Events: cfg.Kafka.Topic, DLQ: cfg.Kafka.DLQTopic, Provision: cfg.Kafka.ProvisionTopics, ProducerLimit: psc.Producer.MaxMessageBytes, Log: log}
-	if err := room.check(); err != nil {
-		return err
-	}
+	room.check()
 	// State records and forwarded events go to the partition chosen for
 	// them, whatever partitioner wrote the events: a producer of its own.
 	pkc := *psc

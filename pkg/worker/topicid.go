@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -50,7 +51,9 @@ func formerTopic(committed, now string) bool {
 }
 
 // topicIDOf returns the topic ID of topic (its base64 form, as Kafka's
-// tools print it), "" with no error when the topic does not exist.
+// tools print it); "" from brokers that report none (before KIP-516), and
+// an error when the topic is unknown to the broker asked (deleted, or not
+// yet in its metadata).
 func topicIDOf(admin sarama.ClusterAdmin, topic string) (string, error) {
 	md, err := admin.DescribeTopics([]string{topic})
 	if err != nil {
@@ -61,8 +64,6 @@ func topicIDOf(admin sarama.ClusterAdmin, topic string) (string, error) {
 			continue
 		}
 		switch {
-		case t.Err == sarama.ErrUnknownTopicOrPartition:
-			return "", nil
 		case t.Err != sarama.ErrNoError:
 			return "", t.Err
 		case t.Uuid == (sarama.Uuid{}):
@@ -70,12 +71,14 @@ func topicIDOf(admin sarama.ClusterAdmin, topic string) (string, error) {
 		}
 		return t.Uuid.String(), nil
 	}
-	return "", nil
+	return "", fmt.Errorf("topic %s: not in the brokers' answer", topic)
 }
 
-// watchTopic ends the session (end) when topic is no longer the one of ID
-// id: deleted, or deleted and created again. Reading its metadata failing
-// ends nothing. It returns when ctx ends.
+// watchTopic ends the session (end) when topic has another ID than id: it
+// was deleted and created again. A topic unknown to the broker asked (a
+// deletion, or a broker behind) or an answer without IDs ends nothing: a
+// deleted topic's partitions give nothing to read meanwhile. It returns
+// when ctx ends.
 func (h *dispatcher) watchTopic(ctx context.Context, topic, id string, end context.CancelFunc) {
 	t := time.NewTicker(topicCheckInterval)
 	defer t.Stop()
@@ -86,7 +89,7 @@ func (h *dispatcher) watchTopic(ctx context.Context, topic, id string, end conte
 		case <-t.C:
 		}
 		now, err := h.topicID(topic)
-		if err != nil {
+		if err != nil || now == "" {
 			continue
 		}
 		if now != id {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,9 +9,9 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/acmecrm/integration-service/pkg/acmecrm"
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/record"
-	"github.com/acmecrm/integration-service/pkg/worker"
 	"github.com/acmecrm/integration-service/tests/standin"
 )
 
@@ -28,6 +27,38 @@ func bigEvent(t testing.TB, p sarama.SyncProducer, topic, id, contact string) {
 	publishEvent(t, p, topic, "contact.created", id, contact, name)
 }
 
+// atTheLimit publishes, straight to topic, an event of contact as large as
+// the topic takes: within a few bytes of its max.message.bytes.
+func atTheLimit(t testing.TB, topic, id, contact string) {
+	t.Helper()
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V3_9_0_0
+	sc.Producer.Return.Successes = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Retry.Max = 0
+	sc.Producer.MaxMessageBytes = 1 << 20
+	p, err := sarama.NewSyncProducer(strings.Split(brokers, ","), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for n := limitsLimit - 200; n > limitsLimit-2000; n -= 4 {
+		body := fmt.Sprintf(`{"event_type":"contact.created","event_id":%q,"timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":%q,"acme_first_name":%q}}`, id, contact, strings.Repeat("x", n))
+		ev, err := acmecrm.Parse([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = p.SendMessage(record.NewEventMessage(topic, ev, []byte(body), "msg_"+id, time.Now()))
+		if err == nil {
+			return
+		}
+		if !kafka.TooLarge(err) {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("no event small enough for the topic")
+}
+
 // recordLimitOf reads topic's max.message.bytes.
 func recordLimitOf(t testing.TB, topic string) int {
 	t.Helper()
@@ -40,10 +71,9 @@ func recordLimitOf(t testing.TB, topic string) int {
 
 // The dead-letter copy of a record near the events topic's limit (the
 // copy adds dlq_ headers) is written: the DLQ takes records
-// record.DeadLetterOverheadBytes larger, whether the worker created it so
-// or raised an existing one's limit. Without provisioning, a DLQ too small
-// for such a copy stops the worker at start with what to set, rather than
-// a partition waiting for good on its first large failure.
+// record.DeadLetterOverheadBytes larger, whether the worker created it so,
+// raised an existing one's limit at start, or raised it again when someone
+// lowered it.
 func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -92,35 +122,129 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 			}
 		})
 	}
-	t.Run("existing_not_provisioned", func(t *testing.T) {
-		_, url := contactsAPI(t)
+	// A dead letter of a record at the events topic's limit cannot go back
+	// there (a put-back carries the replay's headers besides): a release
+	// reports it too_large and leaves the contact parked, a routine replay
+	// passes it; a discard, which carries no value, releases the contact.
+	t.Run("release_of_a_record_at_the_limit", func(t *testing.T) {
+		api, url := contactsAPI(t)
 		topics := topicEnv(t)
-		limit := strconv.Itoa(limitsLimit)
-		admin := newAdmin(t)
-		for _, name := range []string{topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]} {
-			if err := admin.CreateTopic(name, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1, ConfigEntries: map[string]*string{"max.message.bytes": &limit}}, false); err != nil {
-				t.Fatal(err)
-			}
+		topic := topics["KAFKA_TOPIC"]
+		_ = api.Fail(standin.Failure{ContactID: "big", Status: 422})
+		wk := startWorker(t, workerEnv(topics, url, map[string]string{"KAFKA_MAX_MESSAGE_BYTES": strconv.Itoa(limitsLimit)}))
+		eventually(t, 30*time.Second, "the worker consuming", func() bool { return holdsPartitions(wk) })
+		atTheLimit(t, topic, "evt_big", "big")
+		publishEvent(t, newProducer(t), topic, "contact.created", "evt_after", "big", "after")
+		eventually(t, 30*time.Second, "the big record dead-lettered, the next one parked", func() bool {
+			return len(dlqOf(t, topics["KAFKA_DLQ_TOPIC"], "big")) == 2
+		})
+		api.ClearFailures()
+		env := parkingEnv(topics, t)
+		lines, sum := runReplay(t, env, "--replay-contact-id", "big")
+		if sum.TooLarge != 1 || sum.Released != 0 || ids(lines, "too_large") != "evt_big" {
+			t.Fatalf("release of a head at the limit: %+v, summary %+v; want it reported too_large, nothing released", lines, sum)
 		}
-		env := merge(map[string]string{"KAFKA_BROKERS": brokers, "WORKER_HTTP_ADDR": freeAddr(t)},
-			workerEnv(topics, url, map[string]string{"KAFKA_MAX_MESSAGE_BYTES": limit, "KAFKA_PROVISION_TOPICS": "false"}))
-		// The state topic is the worker's own: made here as provisioning would.
-		if err := admin.CreateTopic(stateTopicOf(topics), &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1,
-			ConfigEntries: map[string]*string{"cleanup.policy": ptr("compact,delete"), "retention.ms": ptr(strconv.FormatInt((720 * time.Hour).Milliseconds(), 10))}}, false); err != nil {
-			t.Fatal(err)
+		if _, sum := runReplay(t, merge(env, map[string]string{"WORKER_REPLAY_GROUP_ID": uniqueName(t, "routine")}), "--replay-event-id", "evt_big"); sum.TooLarge != 1 {
+			t.Errorf("routine replay of it: %+v, want it reported too_large and passed", sum)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		var out syncBuffer
-		err := worker.Run(ctx, "test", nil, func(k string) string { return env[k] }, &out, &out)
-		want := fmt.Sprintf("raise it to at least %d", limitsLimit+record.DeadLetterOverheadBytes)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Fatalf("start with a DLQ too small and no provisioning: %v, want an error saying %q\n%s", err, want, out.String())
+		time.Sleep(time.Second)
+		if metric(t, wk, "worker_parked_contacts") != 1 || firstName(t, api, "big") != "" {
+			t.Fatalf("after the release: parked %v, big holds %q; want it still parked, nothing applied", metric(t, wk, "worker_parked_contacts"), firstName(t, api, "big"))
 		}
-		if got := recordLimitOf(t, topics["KAFKA_DLQ_TOPIC"]); got != limitsLimit {
-			t.Errorf("the DLQ's limit changed to %d without provisioning", got)
+		if _, sum := runReplay(t, env, "--replay-contact-id", "big", "--replay-discard-event-id", "evt_big"); sum.Discarded != 1 || sum.Replayed != 1 {
+			t.Fatalf("discard: %+v", sum)
 		}
+		eventually(t, 30*time.Second, "the event parked behind it applied", func() bool { return firstName(t, api, "big") == "after" })
 	})
+
+	// Copies Kafka will not take: the DLQ too small and the worker not
+	// allowed to raise it, or a record the events topic took compressed
+	// that is larger than the worker's producer sends. The dead letter is
+	// a stub without the value: the contact parks, the partition goes on,
+	// and a discard (which carries no value) releases the contact.
+	for _, tc := range []struct{ name string }{{"existing_not_provisioned"}, {"compressed_beyond_the_producer"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			api, url := contactsAPI(t)
+			topics := topicEnv(t)
+			topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
+			limit := strconv.Itoa(limitsLimit)
+			admin := newAdmin(t)
+			extra := map[string]string{"KAFKA_MAX_MESSAGE_BYTES": limit}
+			if tc.name == "existing_not_provisioned" {
+				for _, name := range []string{topic, dlq} {
+					if err := admin.CreateTopic(name, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1, ConfigEntries: map[string]*string{"max.message.bytes": &limit}}, false); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// The state topic is the worker's own: made here as provisioning would.
+				if err := admin.CreateTopic(stateTopicOf(topics), &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1,
+					ConfigEntries: map[string]*string{"cleanup.policy": ptr("compact,delete"), "retention.ms": ptr(strconv.FormatInt((720 * time.Hour).Milliseconds(), 10))}}, false); err != nil {
+					t.Fatal(err)
+				}
+				extra["KAFKA_PROVISION_TOPICS"] = "false"
+			}
+			_ = api.Fail(standin.Failure{ContactID: "big", Status: 422})
+			wk := startWorker(t, workerEnv(topics, url, extra))
+			eventually(t, 30*time.Second, "the worker consuming", func() bool { return holdsPartitions(wk) })
+			if tc.name == "existing_not_provisioned" {
+				want := fmt.Sprintf("raise it to at least %d", limitsLimit+record.DeadLetterOverheadBytes)
+				if !strings.Contains(wk.logs.String(), want) {
+					t.Errorf("no start-up log line saying %q", want)
+				}
+				if got := recordLimitOf(t, dlq); got != limitsLimit {
+					t.Errorf("the DLQ's limit changed to %d without provisioning", got)
+				}
+			}
+			var size int
+			if tc.name == "existing_not_provisioned" {
+				bigEvent(t, newProducer(t), topic, "evt_big", "big")
+				size = limitsLimit - 700
+			} else {
+				// 200 KiB of one letter, gzip-compressed to a few hundred bytes:
+				// the events topic takes it, the worker's producer (which
+				// measures records uncompressed) never would.
+				sc := sarama.NewConfig()
+				sc.Version = sarama.V3_9_0_0
+				sc.Producer.Return.Successes = true
+				sc.Producer.RequiredAcks = sarama.WaitForAll
+				sc.Producer.Compression = sarama.CompressionGZIP
+				sc.Producer.MaxMessageBytes = 1 << 20
+				zp, err := sarama.NewSyncProducer(strings.Split(brokers, ","), sc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer zp.Close()
+				publishEvent(t, zp, topic, "contact.created", "evt_big", "big", strings.Repeat("x", 200<<10))
+				size = 200 << 10
+			}
+			p := newProducer(t)
+			publishEvent(t, p, topic, "contact.created", "evt_after", "big", "after")
+			publishEvent(t, p, topic, "contact.created", "evt_other", "other", "O")
+			eventually(t, 60*time.Second, "the big record dead-lettered, the next one parked", func() bool {
+				return len(dlqOf(t, dlq, "big")) == 2
+			})
+			eventually(t, 30*time.Second, "another contact applied", func() bool { return firstName(t, api, "other") == "O" })
+			var stub *sarama.ConsumerMessage
+			for _, m := range readAll(t, brokers, dlq) {
+				if headerMap(m)["ce_id"] == "evt_big" {
+					stub = m
+				}
+			}
+			h := headerMap(stub)
+			if omitted, _ := strconv.Atoi(h["dlq_value_omitted"]); stub.Value != nil || omitted < size || h["dlq_error_kind"] != "permanent" || h["dlq_original_offset"] != "0" {
+				t.Errorf("the big record's dead letter: %d bytes of value, headers %v; want a stub without value, dlq_value_omitted ≥ %d", len(stub.Value), h, size)
+			}
+			if got := strings.Join(dlqOf(t, dlq, "big"), " "); got != "evt_big/permanent/ evt_after/parked/evt_big" {
+				t.Errorf("DLQ of big: %s", got)
+			}
+			api.ClearFailures()
+			lines, sum := runReplay(t, parkingEnv(topics, t), "--replay-contact-id", "big", "--replay-discard-event-id", "evt_big")
+			if sum.Discarded != 1 || sum.Replayed != 1 {
+				t.Fatalf("discard of the stub's head: %+v, summary %+v", lines, sum)
+			}
+			eventually(t, 30*time.Second, "the event parked behind it applied", func() bool { return firstName(t, api, "big") == "after" })
+		})
+	}
 }
 
 func ptr(s string) *string { return &s }

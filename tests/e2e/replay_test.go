@@ -87,6 +87,7 @@ type replayLine struct {
 	Discarded      int    `json:"discarded"`
 	NotParked      int    `json:"not_parked"`
 	Missing        int    `json:"missing"`
+	TooLarge       int    `json:"too_large"`
 	ParkedContacts int    `json:"parked_contacts"`
 	Actor          string `json:"actor"`
 	At             string `json:"at"`
