@@ -45,6 +45,14 @@ chaos: ## The chaos suite alone (also part of make test): broker, worker and gat
 chaos-cluster: ## Opt-in: a 3-broker KRaft cluster (RF 3, min.insync.replicas 2), the partition leader SIGKILLed under load; report in bench/out/chaos-cluster.md.
 	CHAOS_CLUSTER=1 scripts/with-kafka.sh $(GO) test -count=1 -timeout 10m -run '^TestChaosCluster$$' -v ./tests/e2e/
 
+SOAK_DURATION ?= 30m
+
+.PHONY: soak
+soak: ## Opt-in: gateway and two workers (processes) under load for SOAK_DURATION (30m) with refused, parked, released contacts, 503 spells and rebalances; fails if RSS, heap, goroutines, open files or metric series grow without bound; report in bench/out/soak.md.
+	@secs=$$(awk -v d='$(SOAK_DURATION)' 'BEGIN { s = 0; while (match(d, /^[0-9.]+(h|ms|m|s)/)) { u = substr(d, 1, RLENGTH); n = u + 0; sub(/^[0-9.]+/, "", u); s += n * (u == "h" ? 3600 : u == "m" ? 60 : u == "ms" ? 0.001 : 1); d = substr(d, RLENGTH + 1) } print int(s) }'); \
+	  echo "make soak: SOAK_DURATION=$(SOAK_DURATION), go test -timeout $$((secs + 900))s"; \
+	  SOAK=1 SOAK_DURATION=$(SOAK_DURATION) scripts/with-kafka.sh $(GO) test -count=1 -timeout $$((secs + 900))s -run '^TestSoak$$' -v ./tests/e2e/
+
 .PHONY: test-short
 test-short: ## Unit tests only (no broker needed).
 	$(GO) test -race -short ./...
