@@ -29,6 +29,10 @@ type TopicSpec struct {
 	Segment time.Duration
 }
 
+// StateSegment is the state topic's segment.ms: how long its newest
+// records may wait, uncompacted, in the active segment.
+const StateSegment = time.Hour
+
 // CompactDelete is the cleanup.policy of a topic holding the latest record
 // of each key for Retention after it was written.
 const CompactDelete = "compact,delete"
@@ -46,11 +50,12 @@ func serviceTopics(c config.Kafka) []TopicSpec {
 // the latest record of each contact, kept for horizon after it was written
 // (compact,delete), with partitions partitions (the events topic's when
 // created, so each events partition's contacts are one state partition's).
-// Its segments roll daily, so neither compaction nor deletion by age waits
-// for a segment to fill.
+// Its segments roll hourly (StateSegment), so compaction reaches a record
+// within about an hour: a member rebuilding a partition reads about one
+// record per contact plus at most an hour of writes, not a day's.
 func StateTopic(c config.Kafka, name string, partitions int32, horizon time.Duration) TopicSpec {
 	return TopicSpec{Name: name, Partitions: partitions, ReplicationFactor: int16(c.ReplicationFactor), MaxMessageBytes: c.MaxMessageBytes,
-		CleanupPolicy: CompactDelete, Retention: horizon, Segment: 24 * time.Hour}
+		CleanupPolicy: CompactDelete, Retention: horizon, Segment: StateSegment}
 }
 
 // minInSyncReplicas is the min.insync.replicas of a created topic: acks=all

@@ -56,7 +56,7 @@ func checkStateCleanup(client sarama.Client, name string, horizonMs int64, provi
 		return fmt.Errorf("configuration of %s: %w", name, err)
 	}
 	var policy []string
-	retention := int64(-1)
+	retention, segment := int64(-1), int64(-1)
 	for _, e := range entries {
 		switch e.Name {
 		case "cleanup.policy":
@@ -67,25 +67,33 @@ func checkStateCleanup(client sarama.Client, name string, horizonMs int64, provi
 			if v, err := strconv.ParseInt(e.Value, 10, 64); err == nil {
 				retention = v
 			}
+		case "segment.ms":
+			if v, err := strconv.ParseInt(e.Value, 10, 64); err == nil {
+				segment = v
+			}
 		}
 	}
-	if slices.Contains(policy, "compact") && slices.Contains(policy, "delete") && retention >= horizonMs {
+	segmentMs := kafka.StateSegment.Milliseconds()
+	if slices.Contains(policy, "compact") && slices.Contains(policy, "delete") && retention >= horizonMs && segment > 0 && segment <= segmentMs {
 		return nil
 	}
-	was := log.With().Str("topic", name).Strs("cleanup_policy", policy).Int64("retention_ms", retention).Int64("want_retention_ms", horizonMs).Logger()
+	was := log.With().Str("topic", name).Strs("cleanup_policy", policy).Int64("retention_ms", retention).Int64("want_retention_ms", horizonMs).
+		Int64("segment_ms", segment).Int64("want_segment_ms", segmentMs).Logger()
 	if !provision {
-		was.Error().Msg("the state topic should have cleanup.policy=compact,delete and retention.ms of at least WORKER_STALE_GUARD_HORIZON: set them (compact only, it grows forever; a shorter retention forgets contacts before the horizon)")
+		was.Error().Msg("the state topic should have cleanup.policy=compact,delete, retention.ms of at least WORKER_STALE_GUARD_HORIZON and segment.ms of at most an hour: set them (compact only, it grows forever; a shorter retention forgets contacts before the horizon; longer segments leave more records uncompacted for each rebuild)")
 		return nil
 	}
 	set := sarama.IncrementalAlterConfigsOperationSet
 	policyValue, retentionValue := kafka.CompactDelete, strconv.FormatInt(max(retention, horizonMs), 10)
+	segmentValue := strconv.FormatInt(segmentMs, 10)
 	err = admin.IncrementalAlterConfig(sarama.TopicResource, name, map[string]sarama.IncrementalAlterConfigsEntry{
 		"cleanup.policy": {Operation: set, Value: &policyValue},
 		"retention.ms":   {Operation: set, Value: &retentionValue},
+		"segment.ms":     {Operation: set, Value: &segmentValue},
 	}, false)
 	if err != nil {
-		return fmt.Errorf("setting cleanup.policy=%s and retention.ms=%s on %s: %w", policyValue, retentionValue, name, err)
+		return fmt.Errorf("setting cleanup.policy=%s, retention.ms=%s and segment.ms=%s on %s: %w", policyValue, retentionValue, segmentValue, name, err)
 	}
-	was.Warn().Str("set_cleanup_policy", policyValue).Str("set_retention_ms", retentionValue).Msg("state topic's cleanup set as the guard needs")
+	was.Warn().Str("set_cleanup_policy", policyValue).Str("set_retention_ms", retentionValue).Str("set_segment_ms", segmentValue).Msg("state topic's cleanup set as the guard needs")
 	return nil
 }

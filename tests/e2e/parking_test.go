@@ -347,7 +347,7 @@ func TestStateTopicProvisioned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"cleanup.policy": "compact,delete", "retention.ms": "2592000000", "segment.ms": "86400000"}
+	want := map[string]string{"cleanup.policy": "compact,delete", "retention.ms": "2592000000", "segment.ms": "3600000"}
 	for _, e := range cfg {
 		if w, ok := want[e.Name]; ok {
 			if e.Value != w {

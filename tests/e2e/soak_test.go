@@ -502,7 +502,7 @@ func judgeGrowth(vals []float64, m soakMeasure) (early, late, limit float64, ok 
 }
 
 // soakStateRule judges the state topic. It is compacted only when its
-// segments roll (segment.ms one day, segment.bytes 1 GiB), so within a
+// segments roll (segment.ms an hour, segment.bytes 1 GiB), so within a
 // soak its record count grows with the events applied: that is expected
 // and reported, not failed. What would be a leak is more state records
 // than events: the worker writes at most one record per contact changed
