@@ -43,8 +43,8 @@ const (
 )
 
 // DeadLetterStub returns the dead letter of m when Kafka will not take a
-// copy of it (size bytes): DeadLetterMessage's headers, m's key, event id
-// and type, no value, and dlq_value_omitted. Its contact parks behind it
+// copy of it (size bytes): DeadLetterMessage's headers, m's key, event id,
+// type and replay count, no value, and dlq_value_omitted. Its contact parks behind it
 // as behind any dead letter; the value is found at the original position.
 func DeadLetterStub(dlqTopic string, m *sarama.ConsumerMessage, f Failure, size int) *sarama.ProducerMessage {
 	id, eventType := Identity(m)
@@ -54,9 +54,33 @@ func DeadLetterStub(dlqTopic string, m *sarama.ConsumerMessage, f Failure, size 
 			stub.Headers = append(stub.Headers, &sarama.RecordHeader{Key: []byte(h[0]), Value: []byte(h[1])})
 		}
 	}
+	if n, ok := Header(m.Headers, HeaderDLQReplayCount); ok {
+		stub.Headers = append(stub.Headers, &sarama.RecordHeader{Key: []byte(HeaderDLQReplayCount), Value: []byte(n)})
+	}
 	out := DeadLetterMessage(dlqTopic, stub, f)
 	out.Headers = append(out.Headers, header(HeaderDLQValueOmitted, strconv.Itoa(size)))
 	return out
+}
+
+// ValueOmitted reports whether m is a stub (DeadLetterStub): a dead letter
+// whose value stayed at its original position.
+func ValueOmitted(m *sarama.ConsumerMessage) bool {
+	_, ok := Header(m.Headers, HeaderDLQValueOmitted)
+	return ok
+}
+
+// Original returns the position a dead letter's record came from
+// (dlq_original_*); ok is false when m does not say.
+func Original(m *sarama.ConsumerMessage) (topic string, partition int32, offset int64, ok bool) {
+	topic, _ = Header(m.Headers, HeaderDLQOriginalTopic)
+	ps, _ := Header(m.Headers, HeaderDLQOriginalPartition)
+	os, _ := Header(m.Headers, HeaderDLQOriginalOffset)
+	p, perr := strconv.ParseInt(ps, 10, 32)
+	o, oerr := strconv.ParseInt(os, 10, 64)
+	if topic == "" || perr != nil || oerr != nil {
+		return "", 0, 0, false
+	}
+	return topic, int32(p), o, true
 }
 
 // DLQHeaderPrefix starts every dead-letter header.

@@ -129,18 +129,49 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 			}
 			continue
 		}
-		if err := rp.putBack(ctx, cc.head, rp.cfg.DiscardEventID != ""); err != nil {
-			if err := passTooLarge(err); err != nil {
+		// Every record of the contact is made ready (a stub's value read
+		// back, sizes checked) before any goes back: one that cannot go
+		// back would otherwise be left behind a released contact.
+		discard := rp.cfg.DiscardEventID != ""
+		all := append([]*sarama.ConsumerMessage{cc.head}, cc.parked...)
+		ready := make([]*sarama.ConsumerMessage, len(all))
+		held := ""
+		for i, m := range all {
+			if i == 0 && discard {
+				ready[i] = m // a discard carries no value
+				continue
+			}
+			full, why, err := rp.prepare(ctx, m)
+			if err != nil {
 				return err
 			}
-			// The head cannot go back: the contact stays parked, and
-			// what is behind it stays in the DLQ for a discard of it.
+			if why != "" {
+				held = why
+				rp.sum.Read++
+				if err := passNotBack(rp.notBack(why, entryOf(m))); err != nil {
+					return err
+				}
+				continue
+			}
+			ready[i] = full
+		}
+		if held != "" {
+			rp.sum.Held++
+			rp.log.Error().Str("contact_id", c).Str("head", s.Parked.Head.EventID).Str("reason", held).
+				Msg("contact left parked: a record of it cannot be put back; nothing of it went back (discard the head if it is the one, or raise the events topic's limit)")
+			if err := rp.enc.Encode(contactLine{Action: "held_" + held, ContactID: c, Head: s.Parked.Head.EventID}); err != nil {
+				return err
+			}
 			continue
 		}
-		for _, m := range cc.parked {
-			// One too large is reported and passed: it would have been
-			// stale or parked again behind a later one at worst.
-			if err := passTooLarge(rp.putBack(ctx, m, false)); err != nil {
+		if err := rp.putBack(ctx, ready[0], all[0], discard); err != nil {
+			if err := passNotBack(err); err != nil {
+				return err
+			}
+			continue // refused after all: the contact stays parked, the rest in the DLQ
+		}
+		for i, m := range ready[1:] {
+			if err := passNotBack(rp.putBack(ctx, m, all[i+1], false)); err != nil {
 				return err
 			}
 		}
@@ -161,12 +192,13 @@ func expiredHead(contact, eventID string) *sarama.ConsumerMessage {
 	return &sarama.ConsumerMessage{Key: []byte(contact), Headers: []*sarama.RecordHeader{{Key: []byte(record.HeaderID), Value: []byte(eventID)}}}
 }
 
-// putBack republishes one dead-lettered record (as a discard when told).
-func (rp *run) putBack(ctx context.Context, m *sarama.ConsumerMessage, discard bool) error {
-	e := entryOf(m)
+// putBack republishes m, the dead-lettered record dl made ready
+// (rp.prepare), or discards dl when told.
+func (rp *run) putBack(ctx context.Context, m, dl *sarama.ConsumerMessage, discard bool) error {
+	e := entryOf(dl)
 	if !discard {
 		rp.sum.Read++
-		return rp.replay(ctx, m, e)
+		return rp.putOne(ctx, m, e)
 	}
 	if rp.cfg.DryRun {
 		rp.sum.WouldDiscard++

@@ -68,25 +68,32 @@ type Summary struct {
 	// the replay's headers). Reported and passed; discard its contact's head
 	// (a discard carries no value) or raise the topic's limit.
 	TooLarge int `json:"too_large,omitempty"`
+	// ValueGone records are dead letters without their value whose
+	// original record is gone (retention): reported and passed.
+	ValueGone int `json:"value_gone,omitempty"`
+	// Held contacts were not released: a record of theirs cannot be put
+	// back (too_large, value_gone); nothing of theirs went back.
+	Held int `json:"held_contacts,omitempty"`
 }
 
-// errTooLarge is replay's answer for a record Kafka will not take back (it
-// was reported): the routine replay passes it, a release stops putting
-// back its contact's records. It wraps the report's own failure, if any.
-type errTooLarge struct{ err error }
+// errNotBack is replay's answer for a record that cannot be put back (it
+// was reported): the routine replay passes it. It wraps the report's own
+// failure, if any.
+type errNotBack struct{ err error }
 
-func (e errTooLarge) Error() string {
+func (e errNotBack) Error() string {
 	if e.err != nil {
 		return e.err.Error()
 	}
-	return "too large to put back"
+	return "cannot be put back"
 }
 
-// passTooLarge returns err, nil for a record too large that was reported.
-func passTooLarge(err error) error {
-	var tl errTooLarge
-	if errors.As(err, &tl) {
-		return tl.err
+// passNotBack returns err, nil for a record that cannot be put back and
+// was reported.
+func passNotBack(err error) error {
+	var nb errNotBack
+	if errors.As(err, &nb) {
+		return nb.err
 	}
 	return err
 }
@@ -147,7 +154,8 @@ func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolo
 	}
 	defer kafka.Close(consumer, "consumer", log)
 	owner := contactstate.Owner{Topic: cfg.Kafka.Topic, Group: cfg.Fleet.GroupID}
-	rp := &run{cfg: r, topic: cfg.Kafka.Topic, filter: filter, enc: json.NewEncoder(out), sum: &sum, tracer: tracer, log: log}
+	rp := &run{cfg: r, topic: cfg.Kafka.Topic, filter: filter, enc: json.NewEncoder(out), sum: &sum, tracer: tracer, log: log,
+		client: client, consumer: consumer, limit: recordLimit(client, cfg.Kafka.Topic, cfg.Kafka.MaxMessageBytes)}
 	if sum.Action == "list_parked" {
 		if err := rp.listParked(ctx, client, cfg.StateTopic(), owner); err != nil {
 			return sum, err
@@ -226,6 +234,12 @@ type run struct {
 	// through, in a release, is how far it read the DLQ: every record it
 	// puts back says so (record.WithReleaseThrough).
 	through map[int32]int64
+	// client and consumer read the DLQ, and a stub's original record;
+	// limit is the largest record the events topic takes back (0: not
+	// checked beforehand).
+	client   sarama.Client
+	consumer sarama.Consumer
+	limit    int
 }
 
 // partition replays one DLQ partition from the remembered position (or the
@@ -291,7 +305,7 @@ func (rp *run) partition(ctx context.Context, client sarama.Client, consumer sar
 			return rp.commit(offsets, pom, nil)
 		default:
 			rp.sum.Read++
-			if err := passTooLarge(rp.replay(ctx, m, e)); err != nil {
+			if err := passNotBack(rp.replay(ctx, m, e)); err != nil {
 				return rp.commit(offsets, pom, err)
 			}
 		}
@@ -303,6 +317,18 @@ func (rp *run) partition(ctx context.Context, client sarama.Client, consumer sar
 }
 
 func (rp *run) replay(ctx context.Context, m *sarama.ConsumerMessage, e entry) error {
+	full, why, err := rp.prepare(ctx, m)
+	if err != nil {
+		return fmt.Errorf("preparing %s (dlq offset %d/%d): %w", e.EventID, e.Partition, e.Offset, err)
+	}
+	if why != "" {
+		return rp.notBack(why, e)
+	}
+	return rp.putOne(ctx, full, e)
+}
+
+// putOne puts back m, prepared (rp.prepare), and reports it.
+func (rp *run) putOne(ctx context.Context, m *sarama.ConsumerMessage, e entry) error {
 	if rp.cfg.DryRun {
 		rp.sum.WouldReplay++
 		return rp.enc.Encode(line{"would_replay", e})
@@ -316,16 +342,25 @@ func (rp *run) replay(ctx context.Context, m *sarama.ConsumerMessage, e entry) e
 	}
 	if err := rp.send(ctx, m, record.ReplayMessage(rp.topic, m)); err != nil {
 		if kafka.TooLarge(err) {
-			rp.sum.TooLarge++
-			rp.log.Error().Err(err).Str("event_id", e.EventID).Int32("dlq_partition", e.Partition).Int64("dlq_offset", e.Offset).
-				Msg("too large to put back on the events topic: passed; raise its max.message.bytes, or discard it if it is its contact's head")
-			return errTooLarge{rp.enc.Encode(line{"too_large", e})}
+			return rp.notBack(notBackTooLarge, e)
 		}
 		return fmt.Errorf("republishing %s (dlq offset %d/%d): %w", e.EventID, e.Partition, e.Offset, err)
 	}
 	rp.sum.Replayed++
 	e.ReplayCount++
 	return rp.enc.Encode(line{"replayed", e})
+}
+
+// notBack reports the record of e as one that cannot be put back (why) and
+// returns errNotBack, which the routine replay passes.
+func (rp *run) notBack(why string, e entry) error {
+	switch why {
+	case notBackTooLarge:
+		rp.sum.TooLarge++
+	case notBackValueGone:
+		rp.sum.ValueGone++
+	}
+	return errNotBack{rp.enc.Encode(line{why, e})}
 }
 
 // send writes msg, put back from the DLQ record m, in a trace of its own

@@ -3,6 +3,7 @@ package worker
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -156,24 +157,27 @@ func (h *dispatcher) Setup(s sarama.ConsumerGroupSession) error {
 // claimed partitions whose committed offset names another topic ID.
 func (h *dispatcher) bindSession(s sarama.ConsumerGroupSession, topic string, claimed []int32) error {
 	// Not knowing the ID, or the committed offsets, a commit of a former
-	// topic could not be told: the session fails and is joined again.
-	id, err := h.topicID(topic)
-	if err != nil {
-		return fmt.Errorf("reading the ID of topic %s, to check its commits against: %w", topic, err)
+	// topic could not be told: read again until they are known (the
+	// session's heartbeats go on meanwhile), rather than fail the session,
+	// which would make the whole group rebalance again and again.
+	var id string
+	if err := h.untilRead(s.Context(), "the topic's ID", func() (err error) { id, err = h.topicID(topic); return err }); err != nil {
+		return err
 	}
 	h.tid = id
 	for _, p := range claimed {
 		if h.committed == nil {
 			break
 		}
-		off, meta, err := h.committed(topic, p)
-		if err != nil {
-			return fmt.Errorf("reading the committed offset of %s/%d: %w", topic, p, err)
+		var off int64
+		var meta string
+		if err := h.untilRead(s.Context(), "the committed offset", func() (err error) { off, meta, err = h.committed(topic, p); return err }); err != nil {
+			return err
 		}
 		if was, _ := committedTopic(meta); formerTopic(was, id) {
-			oldest, err := h.oldest(topic, p)
-			if err != nil {
-				return fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
+			var oldest int64
+			if err := h.untilRead(s.Context(), "the oldest offset", func() (err error) { oldest, err = h.oldest(topic, p); return err }); err != nil {
+				return err
 			}
 			h.proc.Log.Error().Str("topic", topic).Int32("partition", p).Int64("committed", off).Str("committed_topic_id", was).Str("topic_id", id).Int64("from", oldest).
 				Msg("committed offset belongs to a former topic of this name (deleted and created again): reading the partition from its oldest offset")
@@ -184,6 +188,16 @@ func (h *dispatcher) bindSession(s sarama.ConsumerGroupSession, topic string, cl
 		go h.watchTopic(h.sessionCtx, topic, id, h.endSession)
 	}
 	return nil
+}
+
+// untilRead calls read until it succeeds (200 ms growing to 5 s between
+// tries, each failure logged) or ctx ends (then an error naming what).
+func (h *dispatcher) untilRead(ctx context.Context, what string, read func() error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 200*time.Millisecond, 5*time.Second, 0
+	return backoff.RetryNotify(read, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		h.proc.Log.Warn().Err(err).Dur("retry_in", wait).Msgf("reading %s at the session's start", what)
+	})
 }
 
 // Cleanup commits what was marked before the session ends (rebalance or stop).
@@ -500,6 +514,13 @@ func (h *dispatcher) forward(ctx context.Context, msg *sarama.ConsumerMessage) e
 	to := contactstate.Partition(msg.Key, h.eventPartitions)
 	id, eventType := record.Identity(msg)
 	if err := h.state.forward(ctx, msg, to); err != nil {
+		if errors.Is(err, errTooLarge) {
+			// Never to be moved: kept in the DLQ (replayable: the replay
+			// puts it back by its key's hash), its contact parked nowhere.
+			log := h.proc.Log.With().Str("event_id", id).Int32("partition", msg.Partition).Int64("offset", msg.Offset).Logger()
+			return h.proc.deadLetter(ctx, log, msg, eventType, record.Failure{Kind: record.KindInvalid,
+				Err: fmt.Errorf("record contract: read from partition %d, its key's is %d, and it cannot be forwarded there: %w", msg.Partition, to, err)}).out
+		}
 		h.proc.Log.Warn().Err(err).Str("event_id", id).Int32("partition", msg.Partition).Int64("offset", msg.Offset).Msg("abandoned before the forwarded record was acknowledged; not committed")
 		return outcomeAbandoned
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -43,10 +44,14 @@ func (p *publisher) Publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 	return p.publish(ctx, m, build, nil)
 }
 
+// errTooLarge: a record Kafka refuses as too large, given up on.
+var errTooLarge = errors.New("record too large for the topic")
+
 // publish is Publish; tooLarge, when set, is told of each refusal of a
 // record too large (its size in bytes, and whether the producer itself
-// refused it) before the next try.
-func (p *publisher) publish(ctx context.Context, m *sarama.ConsumerMessage, build func() *sarama.ProducerMessage, tooLarge func(size int, byProducer bool)) (contactstate.Position, error) {
+// refused it) before the next try, and gives up (then publish returns
+// errTooLarge) when it answers true.
+func (p *publisher) publish(ctx context.Context, m *sarama.ConsumerMessage, build func() *sarama.ProducerMessage, tooLarge func(size int, byProducer bool) (giveUp bool)) (contactstate.Position, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 200 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
@@ -73,8 +78,8 @@ func (p *publisher) publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 			at = contactstate.Position{Partition: msg.Partition, Offset: msg.Offset}
 			return nil
 		}
-		if kafka.TooLarge(err) && tooLarge != nil {
-			tooLarge(msg.ByteSize(2), kafka.RefusedByProducer(err))
+		if kafka.TooLarge(err) && tooLarge != nil && tooLarge(msg.ByteSize(2), kafka.RefusedByProducer(err)) {
+			return backoff.Permanent(fmt.Errorf("%w (%d bytes): %w", errTooLarge, msg.ByteSize(2), err))
 		}
 		return err
 	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
@@ -92,15 +97,16 @@ func (p *publisher) publish(ctx context.Context, m *sarama.ConsumerMessage, buil
 // it is sent again), else its dead letter is a stub without the value
 // (record.DeadLetterStub), so its contact parks and its partition goes on.
 func (p *publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f record.Failure) (contactstate.Position, error) {
-	stub := 0 // the size of the copy refused, once a stub it is
+	stub := 0      // the size of the copy refused, once a stub it is
+	roomAgain := 0 // refusals while the DLQ's limit already took the copy
 	return p.publish(ctx, m, func() *sarama.ProducerMessage {
 		if stub > 0 {
 			return record.DeadLetterStub(p.Topic, m, f, stub)
 		}
 		return record.DeadLetterMessage(p.Topic, m, f)
-	}, func(size int, byProducer bool) {
+	}, func(size int, byProducer bool) bool {
 		if stub > 0 {
-			return // even the stub: the DLQ's limit below any record's; retried, logged, alerted
+			return false // even the stub: the DLQ's limit below any record's; retried, logged, alerted
 		}
 		var room error = errors.New("the producer itself refuses it (its Producer.MaxMessageBytes, uncompressed)")
 		if !byProducer {
@@ -109,13 +115,20 @@ func (p *publisher) DeadLetter(ctx context.Context, m *sarama.ConsumerMessage, f
 				room = p.Room(size)
 			}
 		}
+		if errors.Is(room, errRoomAlready) && roomAgain < 3 {
+			// Raised a moment ago (by another event or member), and not yet
+			// in force where the partition leads: the full copy again.
+			roomAgain++
+			room = nil
+		}
 		id, _ := record.Identity(m)
 		log := p.Log.Error().Str("topic", p.Topic).Str("event_id", id).Int32("partition", m.Partition).Int64("offset", m.Offset).Int("record_bytes", size)
 		if room == nil {
-			log.Msg("dead-letter copy too large for the DLQ: room made, sending it again")
-			return
+			log.Msg("dead-letter copy too large for the DLQ: sending it again (room made, or the limit raised a moment ago)")
+			return false
 		}
 		stub = size
 		log.AnErr("reason", room).Msg("dead-letter copy too large for the DLQ: dead-lettered without its value (dlq_value_omitted); the record stays at its original position until that topic's retention")
+		return false
 	})
 }

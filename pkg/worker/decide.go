@@ -126,7 +126,11 @@ func next(s contactstate.State, f facts, v verdict, r effect, now time.Time) con
 		s.Parked.Records++
 		s.Parked.Last = r.at
 	case v == verdictDiscard:
-		s.Discard(f.mark())
+		mark := f.mark()
+		if mark.At.IsZero() && s.Parked.Head.EventID == f.ID {
+			mark.At = s.Parked.Head.At // a discard without a value: the head's instant, so the mark is forgotten in time
+		}
+		s.Discard(mark)
 		if s.Parked.Head.EventID == f.ID && s.Parked.CoveredBy(f.ReleaseThrough) {
 			s.Parked = contactstate.Parked{}
 		}

@@ -131,3 +131,23 @@ func TestNext(t *testing.T) {
 }
 
 var errTest = errors.New("unparseable")
+
+// A discard without a value (the replay sends every discard so) is marked
+// with the head's instant, known from the state, so the guard forgets the
+// mark once the contact's newest passes it.
+func TestNextDiscardWithoutValueTakesTheHeadsInstant(t *testing.T) {
+	at := ts("2025-05-17T17:05:00Z")
+	s := contactstate.State{Parked: contactstate.Parked{Head: contactstate.Mark{EventID: "h", At: at}, HeadKind: "permanent"}}
+	f := facts{ID: "h", Replayed: true, Discard: true, Invalid: errors.New("unparseable event: no value")}
+	v := decide(s, f)
+	if v != verdictDiscard {
+		t.Fatalf("verdict %v, want discard", v)
+	}
+	n := next(s, f, v, effect{out: outcomeDiscarded}, at.Add(time.Hour))
+	if len(n.Discarded) != 1 || n.Discarded[0].EventID != "h" || !n.Discarded[0].At.Equal(at) {
+		t.Errorf("discarded %+v, want h at the head's instant %v", n.Discarded, at)
+	}
+	if n.IsParked() {
+		t.Errorf("still parked after the discard of its head: %+v", n.Parked)
+	}
+}

@@ -246,7 +246,15 @@ func work(ctx context.Context, cfg config.Worker, tracing telemetry.Tracing, log
 		ps, err := readerClient.Partitions(topic)
 		return int32(len(ps)), err
 	}
-	handler.topicID = func(topic string) (string, error) { return topicIDOf(admin, topic) }
+	handler.topicID = func(topic string) (string, error) {
+		id, err := topicIDOf(admin, topic)
+		if err != nil {
+			// The admin asks the broker the client takes for the controller;
+			// after a broker restart that may be gone: ask again elsewhere.
+			_, _ = readerClient.RefreshController()
+		}
+		return id, err
+	}
 	handler.oldest = func(topic string, partition int32) (int64, error) {
 		return readerClient.GetOffset(topic, partition, sarama.OffsetOldest)
 	}

@@ -175,9 +175,12 @@ func (t *stateTopic) write(ctx context.Context, p int32, contacts []string) erro
 }
 
 // forward writes m, unchanged, to partition to of its topic, again until
-// it is acknowledged or ctx ends.
+// it is acknowledged or ctx ends; errTooLarge, at once, when Kafka refuses
+// it as too large (a record another producer wrote compressed, larger
+// uncompressed than this worker's producer sends): sent again it never
+// would be.
 func (t *stateTopic) forward(ctx context.Context, m *sarama.ConsumerMessage, to int32) error {
-	_, err := t.Forwarder.Publish(ctx, m, func() *sarama.ProducerMessage { return record.Forward(m, to) })
+	_, err := t.Forwarder.publish(ctx, m, func() *sarama.ProducerMessage { return record.Forward(m, to) }, func(int, bool) bool { return true })
 	return err
 }
 

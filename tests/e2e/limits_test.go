@@ -10,6 +10,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/acmecrm/integration-service/pkg/acmecrm"
+	"github.com/acmecrm/integration-service/pkg/contactstate"
 	"github.com/acmecrm/integration-service/pkg/kafka"
 	"github.com/acmecrm/integration-service/pkg/record"
 	"github.com/acmecrm/integration-service/tests/standin"
@@ -157,11 +158,57 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 		eventually(t, 30*time.Second, "the event parked behind it applied", func() bool { return firstName(t, api, "big") == "after" })
 	})
 
+	// A record read from a partition its key does not hash to is forwarded;
+	// one the worker's producer cannot send (written compressed, larger
+	// uncompressed than it sends) is dead-lettered invalid instead of being
+	// tried forever, parking nothing: the partition goes on.
+	t.Run("misplaced_and_compressed", func(t *testing.T) {
+		api, url := contactsAPI(t)
+		topics := topicEnv(t)
+		topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
+		wk := startWorker(t, workerEnv(topics, url, map[string]string{"KAFKA_MAX_MESSAGE_BYTES": strconv.Itoa(limitsLimit)}))
+		eventually(t, 30*time.Second, "the worker consuming", func() bool { return holdsPartitions(wk) })
+		sc := sarama.NewConfig()
+		sc.Version = sarama.V3_9_0_0
+		sc.Producer.Return.Successes = true
+		sc.Producer.RequiredAcks = sarama.WaitForAll
+		sc.Producer.Compression = sarama.CompressionGZIP
+		sc.Producer.MaxMessageBytes = 1 << 20
+		sc.Producer.Partitioner = sarama.NewManualPartitioner
+		zp, err := sarama.NewSyncProducer(strings.Split(brokers, ","), sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer zp.Close()
+		right := contactstate.Partition([]byte("big"), 4)
+		body := fmt.Sprintf(`{"event_type":"contact.created","event_id":"evt_big","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"big","acme_first_name":%q}}`, strings.Repeat("x", 200<<10))
+		if _, _, err := zp.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: (right + 1) % 4, Key: sarama.StringEncoder("big"), Value: sarama.StringEncoder(body)}); err != nil {
+			t.Fatal(err)
+		}
+		publishAt(t, newProducer(t), topic, "contact.updated", "evt_next", "big", "next", "2025-05-17T17:06:40Z")
+		eventually(t, 30*time.Second, "the next event applied", func() bool { return firstName(t, api, "big") == "next" })
+		eventually(t, 30*time.Second, "the misplaced record dead-lettered", func() bool { return len(dlqOf(t, dlq, "big")) == 1 })
+		m := readAll(t, brokers, dlq)[0]
+		if h := headerMap(m); h["dlq_error_kind"] != "invalid" || !strings.Contains(h["dlq_error"], "cannot be forwarded") || h["dlq_value_omitted"] == "" {
+			t.Errorf("dead letter of the misplaced record: %v", h)
+		}
+		if metric(t, wk, "worker_parked_contacts") != 0 {
+			t.Errorf("a contact parked behind a record it never owned")
+		}
+		eventually(t, 30*time.Second, "every partition committed to its end", func() bool {
+			c := committed(t, topics["WORKER_GROUP_ID"], topic)
+			return c[(right+1)%4] == 1 && c[right] == 1
+		})
+	})
+
 	// Copies Kafka will not take: the DLQ too small and the worker not
 	// allowed to raise it, or a record the events topic took compressed
 	// that is larger than the worker's producer sends. The dead letter is
-	// a stub without the value: the contact parks, the partition goes on,
-	// and a discard (which carries no value) releases the contact.
+	// a stub without the value: the contact parks, the partition goes on.
+	// A release reads the value back from the events topic and puts it
+	// back (the first case); one the events topic cannot take back (the
+	// second) leaves the contact parked, and a discard, which carries no
+	// value, releases it.
 	for _, tc := range []struct{ name string }{{"existing_not_provisioned"}, {"compressed_beyond_the_producer"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			api, url := contactsAPI(t)
@@ -171,8 +218,9 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 			admin := newAdmin(t)
 			extra := map[string]string{"KAFKA_MAX_MESSAGE_BYTES": limit}
 			if tc.name == "existing_not_provisioned" {
-				for _, name := range []string{topic, dlq} {
-					if err := admin.CreateTopic(name, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1, ConfigEntries: map[string]*string{"max.message.bytes": &limit}}, false); err != nil {
+				// A DLQ of a quarter of the events topic's limit.
+				for name, max := range map[string]string{topic: limit, dlq: strconv.Itoa(limitsLimit / 4)} {
+					if err := admin.CreateTopic(name, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1, ConfigEntries: map[string]*string{"max.message.bytes": &max}}, false); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -191,14 +239,14 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 				if !strings.Contains(wk.logs.String(), want) {
 					t.Errorf("no start-up log line saying %q", want)
 				}
-				if got := recordLimitOf(t, dlq); got != limitsLimit {
+				if got := recordLimitOf(t, dlq); got != limitsLimit/4 {
 					t.Errorf("the DLQ's limit changed to %d without provisioning", got)
 				}
 			}
 			var size int
 			if tc.name == "existing_not_provisioned" {
-				bigEvent(t, newProducer(t), topic, "evt_big", "big")
-				size = limitsLimit - 700
+				publishEvent(t, newProducer(t), topic, "contact.created", "evt_big", "big", strings.Repeat("b", limitsLimit/2))
+				size = limitsLimit / 2
 			} else {
 				// 200 KiB of one letter, gzip-compressed to a few hundred bytes:
 				// the events topic takes it, the worker's producer (which
@@ -238,7 +286,24 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 				t.Errorf("DLQ of big: %s", got)
 			}
 			api.ClearFailures()
-			lines, sum := runReplay(t, parkingEnv(topics, t), "--replay-contact-id", "big", "--replay-discard-event-id", "evt_big")
+			env := parkingEnv(topics, t)
+			lines, sum := runReplay(t, env, "--replay-contact-id", "big")
+			if tc.name == "existing_not_provisioned" {
+				// The value read back from the events topic: the head applied
+				// with it, then the event parked behind it.
+				if sum.Replayed != 2 || sum.Released != 1 {
+					t.Fatalf("release of a stub's contact: %+v, summary %+v; want both put back, the value read back", lines, sum)
+				}
+				eventually(t, 30*time.Second, "the head and the event behind it applied", func() bool { return len(applied(api)["big"]) == 2 })
+				if got := strings.Join(applied(api)["big"], ","); got != "evt_big,evt_after" || firstName(t, api, "big") != "after" {
+					t.Errorf("big: applied %s, holds %q; want evt_big (its value read back) then evt_after", got, firstName(t, api, "big"))
+				}
+				return
+			}
+			if sum.HeldContacts != 1 || sum.Replayed != 0 || sum.TooLarge != 1 {
+				t.Fatalf("release of a stub the events topic cannot take back: %+v, summary %+v; want it held, nothing put back", lines, sum)
+			}
+			lines, sum = runReplay(t, env, "--replay-contact-id", "big", "--replay-discard-event-id", "evt_big")
 			if sum.Discarded != 1 || sum.Replayed != 1 {
 				t.Fatalf("discard of the stub's head: %+v, summary %+v", lines, sum)
 			}

@@ -88,6 +88,8 @@ type replayLine struct {
 	NotParked      int    `json:"not_parked"`
 	Missing        int    `json:"missing"`
 	TooLarge       int    `json:"too_large"`
+	ValueGone      int    `json:"value_gone"`
+	HeldContacts   int    `json:"held_contacts"`
 	ParkedContacts int    `json:"parked_contacts"`
 	Actor          string `json:"actor"`
 	At             string `json:"at"`
