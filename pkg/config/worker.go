@@ -167,6 +167,12 @@ type Replay struct {
 	ContactIDFile string `mapstructure:"contact_id_file"`
 	// DiscardEventID, with one ContactID, is a head event never to apply.
 	DiscardEventID string `mapstructure:"discard_event_id"`
+	// AcceptLost lets a release go on when records of a contact cannot be
+	// put back because their value is gone (a dead letter without its
+	// value whose original passed its topic's retention): they are
+	// reported lost, and the rest is put back. Without it the contact is
+	// held parked.
+	AcceptLost bool `mapstructure:"accept_lost"`
 	// ListParked lists the parked contacts instead of replaying.
 	ListParked bool `mapstructure:"list_parked"`
 	// Actor names who runs the replay, for the summary line.
@@ -221,6 +227,7 @@ var WorkerSettings = append(append(Settings{}, commonSettings...),
 	Setting{Key: "worker.replay.contact_id", Kind: StringList, Usage: "replay: release these parked contacts: replay each one's dead-lettered head and parked events, in order"},
 	Setting{Key: "worker.replay.contact_id_file", Kind: String, Usage: "replay: release the parked contacts listed in this file, one id a line (any id, commas included; - reads standard input)"},
 	Setting{Key: "worker.replay.discard_event_id", Kind: String, Usage: "replay with --replay-contact-id: never apply this head event; release what follows it"},
+	Setting{Key: "worker.replay.accept_lost", Kind: Bool, Usage: "replay with --replay-contact-id: release even when records of the contact whose value is gone (value_gone) cannot be put back; they are reported lost"},
 	Setting{Key: "worker.replay.list_parked", Kind: Bool, Usage: "replay: list the parked contacts (head event, count) and exit"},
 	Setting{Key: "worker.replay.actor", Kind: String, Usage: "replay: who runs it, for the summary line (default: $USER@host)"},
 	Setting{Key: "worker.replay.limit", Kind: Int, Usage: "replay: at most this many records (0: no limit)"},

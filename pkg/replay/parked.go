@@ -145,12 +145,17 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 			if err != nil {
 				return err
 			}
+			rp.sum.Read++
 			if why != "" {
-				held = why
-				rp.sum.Read++
 				if err := passNotBack(rp.notBack(why, entryOf(m))); err != nil {
 					return err
 				}
+				if why == notBackValueGone && rp.cfg.AcceptLost {
+					rp.sum.Lost++ // the SRE accepted it: put back without it
+					rp.log.Warn().Str("contact_id", c).Str("event_id", entryOf(m).EventID).Msg("released without this record: its value is gone (--replay-accept-lost)")
+					continue
+				}
+				held = cmp.Or(held, why)
 				continue
 			}
 			ready[i] = full
@@ -158,11 +163,14 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 		if held != "" {
 			rp.sum.Held++
 			rp.log.Error().Str("contact_id", c).Str("head", s.Parked.Head.EventID).Str("reason", held).
-				Msg("contact left parked: a record of it cannot be put back; nothing of it went back (discard the head if it is the one, or raise the events topic's limit)")
+				Msg("contact left parked: a record of it cannot be put back; nothing of it went back (too_large: raise the events topic's limit, or discard the head if it is the one; value_gone: --replay-accept-lost releases it without those, or discard the head if it is the one)")
 			if err := rp.enc.Encode(contactLine{Action: "held_" + held, ContactID: c, Head: s.Parked.Head.EventID}); err != nil {
 				return err
 			}
 			continue
+		}
+		if ready[0] == nil { // the head's value gone, accepted lost: the contact goes on without it
+			ready[0], discard = expiredHead(c, s.Parked.Head.EventID), true
 		}
 		if err := rp.putBack(ctx, ready[0], all[0], discard); err != nil {
 			if err := passNotBack(err); err != nil {
@@ -171,6 +179,9 @@ func (rp *run) release(ctx context.Context, client sarama.Client, consumer saram
 			continue // refused after all: the contact stays parked, the rest in the DLQ
 		}
 		for i, m := range ready[1:] {
+			if m == nil {
+				continue // accepted lost
+			}
 			if err := passNotBack(rp.putBack(ctx, m, all[i+1], false)); err != nil {
 				return err
 			}

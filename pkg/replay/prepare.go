@@ -74,11 +74,18 @@ func (rp *run) rehydrate(ctx context.Context, m *sarama.ConsumerMessage) (*saram
 		return nil, fmt.Errorf("%w: the dead letter does not say where it came from", errValueGone)
 	}
 	oldest, err := rp.client.GetOffset(topic, p, sarama.OffsetOldest)
+	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		return nil, fmt.Errorf("%w: %s/%d does not exist", errValueGone, topic, p)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
 	}
-	if off < oldest {
-		return nil, fmt.Errorf("%w: %s/%d starts at %d now, past %d", errValueGone, topic, p, oldest, off)
+	newest, err := rp.client.GetOffset(topic, p, sarama.OffsetNewest)
+	if err != nil {
+		return nil, fmt.Errorf("end of %s/%d: %w", topic, p, err)
+	}
+	if off < oldest || off >= newest {
+		return nil, fmt.Errorf("%w: %s/%d holds offsets %d to %d now, not %d", errValueGone, topic, p, oldest, newest, off)
 	}
 	pc, err := rp.consumer.ConsumePartition(topic, p, off)
 	if errors.Is(err, sarama.ErrOffsetOutOfRange) {
@@ -87,7 +94,7 @@ func (rp *run) rehydrate(ctx context.Context, m *sarama.ConsumerMessage) (*saram
 	if err != nil {
 		return nil, fmt.Errorf("reading %s/%d at %d: %w", topic, p, off, err)
 	}
-	defer pc.AsyncClose()
+	defer pc.Close()
 	wait := time.NewTimer(originalReadTimeout)
 	defer wait.Stop()
 	select {
@@ -98,8 +105,11 @@ func (rp *run) rehydrate(ctx context.Context, m *sarama.ConsumerMessage) (*saram
 	case <-wait.C:
 		return nil, fmt.Errorf("reading %s/%d at %d: no record within %v", topic, p, off, originalReadTimeout)
 	case orig := <-pc.Messages():
-		if orig.Offset != off || string(orig.Key) != string(m.Key) {
-			return nil, fmt.Errorf("%w: %s/%d at %d holds another record (offset %d, key %q)", errValueGone, topic, p, off, orig.Offset, orig.Key)
+		// The same event, not what a topic created again under the name
+		// holds at that offset now.
+		wantID, _ := record.Identity(m)
+		if gotID, _ := record.Identity(orig); orig.Offset != off || string(orig.Key) != string(m.Key) || gotID != wantID {
+			return nil, fmt.Errorf("%w: %s/%d at %d holds another record (offset %d, key %q, event %q)", errValueGone, topic, p, off, orig.Offset, orig.Key, gotID)
 		}
 		full := *m
 		full.Value = orig.Value
@@ -128,6 +138,8 @@ func recordLimit(client sarama.Client, topic string, producerLimit int) int {
 	}
 	n, err := kafka.RecordLimit(admin, topic)
 	if err != nil {
+		// Not known (no DescribeConfigs ACL): the producer's own limit is
+		// checked, a lower topic limit would refuse the put-back itself.
 		return producerLimit
 	}
 	return min(n, producerLimit)

@@ -74,6 +74,9 @@ type Summary struct {
 	// Held contacts were not released: a record of theirs cannot be put
 	// back (too_large, value_gone); nothing of theirs went back.
 	Held int `json:"held_contacts,omitempty"`
+	// Lost records were left out of a release with --replay-accept-lost:
+	// their value is gone.
+	Lost int `json:"lost,omitempty"`
 }
 
 // errNotBack is replay's answer for a record that cannot be put back (it

@@ -195,8 +195,14 @@ func (h *dispatcher) bindSession(s sarama.ConsumerGroupSession, topic string, cl
 func (h *dispatcher) untilRead(ctx context.Context, what string, read func() error) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 200*time.Millisecond, 5*time.Second, 0
+	tries := 0
 	return backoff.RetryNotify(read, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
-		h.proc.Log.Warn().Err(err).Dur("retry_in", wait).Msgf("reading %s at the session's start", what)
+		tries++
+		ev := h.proc.Log.Warn()
+		if tries >= 5 { // no longer a broker restarting: its partitions are not read meanwhile
+			ev = h.proc.Log.Error()
+		}
+		ev.Err(err).Int("tries", tries).Dur("retry_in", wait).Msgf("reading %s at the session's start; its partitions wait", what)
 	})
 }
 

@@ -209,7 +209,7 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 	// back (the first case); one the events topic cannot take back (the
 	// second) leaves the contact parked, and a discard, which carries no
 	// value, releases it.
-	for _, tc := range []struct{ name string }{{"existing_not_provisioned"}, {"compressed_beyond_the_producer"}} {
+	for _, tc := range []struct{ name string }{{"existing_not_provisioned"}, {"value_gone"}, {"compressed_beyond_the_producer"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			api, url := contactsAPI(t)
 			topics := topicEnv(t)
@@ -217,7 +217,8 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 			limit := strconv.Itoa(limitsLimit)
 			admin := newAdmin(t)
 			extra := map[string]string{"KAFKA_MAX_MESSAGE_BYTES": limit}
-			if tc.name == "existing_not_provisioned" {
+			small := tc.name != "compressed_beyond_the_producer" // the DLQ too small, not raisable
+			if small {
 				// A DLQ of a quarter of the events topic's limit.
 				for name, max := range map[string]string{topic: limit, dlq: strconv.Itoa(limitsLimit / 4)} {
 					if err := admin.CreateTopic(name, &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1, ConfigEntries: map[string]*string{"max.message.bytes": &max}}, false); err != nil {
@@ -234,7 +235,7 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 			_ = api.Fail(standin.Failure{ContactID: "big", Status: 422})
 			wk := startWorker(t, workerEnv(topics, url, extra))
 			eventually(t, 30*time.Second, "the worker consuming", func() bool { return holdsPartitions(wk) })
-			if tc.name == "existing_not_provisioned" {
+			if small {
 				want := fmt.Sprintf("raise it to at least %d", limitsLimit+record.DeadLetterOverheadBytes)
 				if !strings.Contains(wk.logs.String(), want) {
 					t.Errorf("no start-up log line saying %q", want)
@@ -244,7 +245,7 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 				}
 			}
 			var size int
-			if tc.name == "existing_not_provisioned" {
+			if small {
 				publishEvent(t, newProducer(t), topic, "contact.created", "evt_big", "big", strings.Repeat("b", limitsLimit/2))
 				size = limitsLimit / 2
 			} else {
@@ -287,6 +288,25 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 			}
 			api.ClearFailures()
 			env := parkingEnv(topics, t)
+			if tc.name == "value_gone" {
+				// The events topic's retention passes over the original.
+				if err := admin.DeleteRecords(topic, map[int32]int64{0: 1}); err != nil {
+					t.Fatal(err)
+				}
+				lines, sum := runReplay(t, env, "--replay-contact-id", "big")
+				if sum.HeldContacts != 1 || sum.ValueGone != 1 || sum.Replayed != 0 {
+					t.Fatalf("release of a stub whose value is gone: %+v, summary %+v; want it held, nothing put back", lines, sum)
+				}
+				lines, sum = runReplay(t, env, "--replay-contact-id", "big", "--replay-accept-lost")
+				if sum.Lost != 1 || sum.Replayed != 1 || sum.Released != 1 {
+					t.Fatalf("release accepting the lost value: %+v, summary %+v", lines, sum)
+				}
+				eventually(t, 30*time.Second, "the event parked behind it applied", func() bool { return firstName(t, api, "big") == "after" })
+				if got := strings.Join(applied(api)["big"], ","); got != "evt_after" {
+					t.Errorf("big: applied %s, want evt_after alone (evt_big's value is gone)", got)
+				}
+				return
+			}
 			lines, sum := runReplay(t, env, "--replay-contact-id", "big")
 			if tc.name == "existing_not_provisioned" {
 				// The value read back from the events topic: the head applied

@@ -90,6 +90,7 @@ type replayLine struct {
 	TooLarge       int    `json:"too_large"`
 	ValueGone      int    `json:"value_gone"`
 	HeldContacts   int    `json:"held_contacts"`
+	Lost           int    `json:"lost"`
 	ParkedContacts int    `json:"parked_contacts"`
 	Actor          string `json:"actor"`
 	At             string `json:"at"`
