@@ -353,16 +353,7 @@ func TestStateUnreadableRecordSkipped(t *testing.T) {
 	// JSON, not even text, a format from the future, and a record of this
 	// owner's (else it would be foreign, not unreadable) parked behind no
 	// event.
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V3_9_0_0
-	sc.Producer.Return.Successes = true
-	sc.Producer.RequiredAcks = sarama.WaitForAll
-	sc.Producer.Partitioner = sarama.NewManualPartitioner
-	manual, err := sarama.NewSyncProducer(strings.Split(brokers, ","), sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer manual.Close()
+	manual := syncProducer(t, func(sc *sarama.Config) { sc.Producer.Partitioner = sarama.NewManualPartitioner })
 	values := [][]byte{
 		[]byte("not json"),
 		{0x00, 0xff, 0x13, 0x37, 0xc3, 0x28, 0x8f, 0x01},

@@ -20,9 +20,10 @@ func TestBinariesProvisionTopicsOnRealBroker(t *testing.T) {
 	want := map[string]struct {
 		partitions int
 		retention  string
+		maxBytes   string
 	}{
-		topics["KAFKA_TOPIC"]:     {4, "604800000"},  // 7 days
-		topics["KAFKA_DLQ_TOPIC"]: {3, "2592000000"}, // 30 days
+		topics["KAFKA_TOPIC"]:     {4, "604800000", "1179648"},  // 7 days
+		topics["KAFKA_DLQ_TOPIC"]: {3, "2592000000", "1183744"}, // 30 days; 4,096 more for a copy's dlq_ headers
 	}
 	metas, err := admin.DescribeTopics([]string{topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]})
 	if err != nil {
@@ -45,7 +46,7 @@ func TestBinariesProvisionTopicsOnRealBroker(t *testing.T) {
 		for _, e := range entries {
 			got[e.Name] = e.Value
 		}
-		wantCfg := map[string]string{"retention.ms": want[m.Name].retention, "max.message.bytes": "1179648", "min.insync.replicas": "1"}
+		wantCfg := map[string]string{"retention.ms": want[m.Name].retention, "max.message.bytes": want[m.Name].maxBytes, "min.insync.replicas": "1"}
 		for k, v := range wantCfg {
 			if got[k] != v {
 				t.Errorf("topic %s: got %s=%q, want %q", m.Name, k, got[k], v)

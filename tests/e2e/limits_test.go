@@ -32,17 +32,7 @@ func bigEvent(t testing.TB, p sarama.SyncProducer, topic, id, contact string) {
 // the topic takes: within a few bytes of its max.message.bytes.
 func atTheLimit(t testing.TB, topic, id, contact string) {
 	t.Helper()
-	sc := sarama.NewConfig()
-	sc.Version = sarama.V3_9_0_0
-	sc.Producer.Return.Successes = true
-	sc.Producer.RequiredAcks = sarama.WaitForAll
-	sc.Producer.Retry.Max = 0
-	sc.Producer.MaxMessageBytes = 1 << 20
-	p, err := sarama.NewSyncProducer(strings.Split(brokers, ","), sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := syncProducer(t, func(sc *sarama.Config) { sc.Producer.Retry.Max, sc.Producer.MaxMessageBytes = 0, 1<<20 })
 	for n := limitsLimit - 200; n > limitsLimit-2000; n -= 4 {
 		body := fmt.Sprintf(`{"event_type":"contact.created","event_id":%q,"timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":%q,"acme_first_name":%q}}`, id, contact, strings.Repeat("x", n))
 		ev, err := acmecrm.Parse([]byte(body))
@@ -58,6 +48,12 @@ func atTheLimit(t testing.TB, topic, id, contact string) {
 		}
 	}
 	t.Fatal("no event small enough for the topic")
+}
+
+// gzipped makes a producer compress (gzip) and send records of up to 1 MiB
+// uncompressed, as another team's producer might.
+func gzipped(sc *sarama.Config) {
+	sc.Producer.Compression, sc.Producer.MaxMessageBytes = sarama.CompressionGZIP, 1<<20
 }
 
 // recordLimitOf reads topic's max.message.bytes.
@@ -168,18 +164,10 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 		topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
 		wk := startWorker(t, workerEnv(topics, url, map[string]string{"KAFKA_MAX_MESSAGE_BYTES": strconv.Itoa(limitsLimit)}))
 		eventually(t, 30*time.Second, "the worker consuming", func() bool { return holdsPartitions(wk) })
-		sc := sarama.NewConfig()
-		sc.Version = sarama.V3_9_0_0
-		sc.Producer.Return.Successes = true
-		sc.Producer.RequiredAcks = sarama.WaitForAll
-		sc.Producer.Compression = sarama.CompressionGZIP
-		sc.Producer.MaxMessageBytes = 1 << 20
-		sc.Producer.Partitioner = sarama.NewManualPartitioner
-		zp, err := sarama.NewSyncProducer(strings.Split(brokers, ","), sc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer zp.Close()
+		zp := syncProducer(t, func(sc *sarama.Config) {
+			gzipped(sc)
+			sc.Producer.Partitioner = sarama.NewManualPartitioner
+		})
 		right := contactstate.Partition([]byte("big"), 4)
 		body := fmt.Sprintf(`{"event_type":"contact.created","event_id":"evt_big","timestamp":"2025-05-17T17:06:39Z","data":{"contact_id":"big","acme_first_name":%q}}`, strings.Repeat("x", 200<<10))
 		if _, _, err := zp.SendMessage(&sarama.ProducerMessage{Topic: topic, Partition: (right + 1) % 4, Key: sarama.StringEncoder("big"), Value: sarama.StringEncoder(body)}); err != nil {
@@ -252,18 +240,7 @@ func TestDeadLetterCopyOfARecordNearTheLimit(t *testing.T) {
 				// 200 KiB of one letter, gzip-compressed to a few hundred bytes:
 				// the events topic takes it, the worker's producer (which
 				// measures records uncompressed) never would.
-				sc := sarama.NewConfig()
-				sc.Version = sarama.V3_9_0_0
-				sc.Producer.Return.Successes = true
-				sc.Producer.RequiredAcks = sarama.WaitForAll
-				sc.Producer.Compression = sarama.CompressionGZIP
-				sc.Producer.MaxMessageBytes = 1 << 20
-				zp, err := sarama.NewSyncProducer(strings.Split(brokers, ","), sc)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer zp.Close()
-				publishEvent(t, zp, topic, "contact.created", "evt_big", "big", strings.Repeat("x", 200<<10))
+				publishEvent(t, syncProducer(t, gzipped), topic, "contact.created", "evt_big", "big", strings.Repeat("x", 200<<10))
 				size = 200 << 10
 			}
 			p := newProducer(t)

@@ -150,13 +150,20 @@ func TestParkingHeadFailsAgainOnReplay(t *testing.T) {
 // An SRE drops a head that must never be applied: what was parked behind it
 // is applied in order, and a later replay of the whole DLQ does not apply
 // the dropped event either.
+// parkPx publishes evt_px_1 (refused by parkedSetup's stand-in), then
+// evt_px_2 and evt_px_3, and waits until the first is dead-lettered and
+// the others parked behind it.
+func parkPx(t testing.TB, p sarama.SyncProducer, topics map[string]string) {
+	t.Helper()
+	for i := 1; i <= 3; i++ {
+		publishEvent(t, p, topics["KAFKA_TOPIC"], "contact.updated", fmt.Sprintf("evt_px_%d", i), "px", fmt.Sprintf("v%d", i))
+	}
+	eventually(t, 30*time.Second, "E1 dead, E2 and E3 parked", func() bool { return len(dlqOf(t, topics["KAFKA_DLQ_TOPIC"], "px")) >= 3 })
+}
+
 func TestParkingDiscardHead(t *testing.T) {
 	api, _, topics, wk, p := parkedSetup(t)
-	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
-	publishEvent(t, p, topic, "contact.updated", "evt_px_1", "px", "v1")
-	publishEvent(t, p, topic, "contact.updated", "evt_px_2", "px", "v2")
-	publishEvent(t, p, topic, "contact.updated", "evt_px_3", "px", "v3")
-	eventually(t, 30*time.Second, "E1 dead, E2 and E3 parked", func() bool { return len(dlqOf(t, dlq, "px")) >= 3 })
+	parkPx(t, p, topics)
 	api.ClearFailures()
 	env := parkingEnv(topics, t)
 	if _, err := runReplayErr(t, env, "--replay-contact-id", "px", "--replay-discard-event-id", "evt_px_2"); err == nil || !strings.Contains(err.Error(), "only the head") {
@@ -190,10 +197,7 @@ func TestParkingDiscardHead(t *testing.T) {
 func TestParkingHeadCopyExpired(t *testing.T) {
 	api, _, topics, wk, p := parkedSetup(t)
 	topic, dlq := topics["KAFKA_TOPIC"], topics["KAFKA_DLQ_TOPIC"]
-	publishEvent(t, p, topic, "contact.updated", "evt_px_1", "px", "v1")
-	publishEvent(t, p, topic, "contact.updated", "evt_px_2", "px", "v2")
-	publishEvent(t, p, topic, "contact.updated", "evt_px_3", "px", "v3")
-	eventually(t, 30*time.Second, "E1 dead, E2 and E3 parked", func() bool { return len(dlqOf(t, dlq, "px")) >= 3 })
+	parkPx(t, p, topics)
 	eventually(t, 10*time.Second, "px parked in its state", func() bool { return metric(t, wk, "worker_parked_contacts") == 1 })
 	api.ClearFailures()
 	var head *sarama.ConsumerMessage

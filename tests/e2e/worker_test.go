@@ -38,10 +38,20 @@ func workerEnv(topics map[string]string, apiURL string, extra map[string]string)
 // as a broken producer would, for the invalid ones).
 func newProducer(t testing.TB) sarama.SyncProducer {
 	t.Helper()
+	return syncProducer(t, nil)
+}
+
+// syncProducer is newProducer with its configuration changed by edit (a
+// partitioner, compression, limits), when not nil.
+func syncProducer(t testing.TB, edit func(*sarama.Config)) sarama.SyncProducer {
+	t.Helper()
 	sc := sarama.NewConfig()
 	sc.Version = sarama.V3_9_0_0
 	sc.Producer.Return.Successes = true
 	sc.Producer.RequiredAcks = sarama.WaitForAll
+	if edit != nil {
+		edit(sc)
+	}
 	p, err := sarama.NewSyncProducer(strings.Split(brokers, ","), sc)
 	if err != nil {
 		t.Fatal(err)
