@@ -53,17 +53,26 @@ type dispatcher struct {
 	// a producer hashing otherwise, or before partitions were added) is
 	// forwarded there, so each contact is handled in one partition.
 	eventPartitions int32
-	// topicID, when set, returns a topic's ID ("" when it does not exist),
-	// and oldest a partition's oldest offset: a commit made on a former
-	// topic of the same name is not trusted (topicid.go).
+	// topicID, when set, returns a topic's ID ("" from brokers without
+	// topic IDs; an error for a topic unknown), and oldest a partition's
+	// oldest offset: a commit made on a former topic of the same name is
+	// not trusted (topicid.go).
 	topicID func(topic string) (string, error)
 	oldest  func(topic string, partition int32) (int64, error)
 	// tid is the events topic's ID in the current session ("" unknown);
 	// sessionCtx ends the session's partitions early, when the topic
-	// changes under it (nil: the session's own context).
+	// changes under it (nil: the session's own context); commits are the
+	// claimed partitions' committed offsets as Setup read them.
 	tid        string
 	sessionCtx context.Context
 	endSession context.CancelFunc
+	commits    map[int32]commit
+}
+
+// commit is a partition's committed offset and its metadata.
+type commit struct {
+	offset int64
+	meta   string
 }
 
 // metadataInterval is how often a partition's commit metadata (its
@@ -126,7 +135,7 @@ func tokenOf(ctx context.Context) *activeToken {
 // topic changes under it.
 func (h *dispatcher) Setup(s sarama.ConsumerGroupSession) error {
 	h.proc.Log.Info().Interface("claims", s.Claims()).Int32("generation", s.GenerationID()).Str("member", s.MemberID()).Msg("partitions assigned")
-	h.eventPartitions, h.tid = 0, ""
+	h.eventPartitions, h.tid, h.commits = 0, "", map[int32]commit{}
 	h.sessionCtx, h.endSession = context.WithCancel(s.Context())
 	if h.topicID != nil {
 		for topic, claimed := range s.Claims() {
@@ -174,6 +183,7 @@ func (h *dispatcher) bindSession(s sarama.ConsumerGroupSession, topic string, cl
 		if err := h.untilRead(s.Context(), "the committed offset", func() (err error) { off, meta, err = h.committed(topic, p); return err }); err != nil {
 			return err
 		}
+		h.commits[p] = commit{off, meta}
 		if was, _ := committedTopic(meta); formerTopic(was, id) {
 			var oldest int64
 			if err := h.untilRead(s.Context(), "the oldest offset", func() (err error) { oldest, err = h.oldest(topic, p); return err }); err != nil {
@@ -188,6 +198,15 @@ func (h *dispatcher) bindSession(s sarama.ConsumerGroupSession, topic string, cl
 		go h.watchTopic(h.sessionCtx, topic, id, h.endSession)
 	}
 	return nil
+}
+
+// committedOf returns the partition's committed offset and metadata: as
+// Setup read them this session, else read now.
+func (h *dispatcher) committedOf(topic string, partition int32) (int64, string, error) {
+	if c, ok := h.commits[partition]; ok {
+		return c.offset, c.meta, nil
+	}
+	return h.committed(topic, partition)
 }
 
 // untilRead calls read until it succeeds (200 ms growing to 5 s between
@@ -260,7 +279,7 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 	wm := newWatermark()
 	var finishedBefore func(int64) bool
 	if h.committed != nil {
-		off, meta, err := h.committed(topic, partition)
+		off, meta, err := h.committedOf(topic, partition)
 		switch {
 		case err != nil:
 			h.proc.Log.Warn().Err(err).Int32("partition", partition).Msg("reading the committed metadata; records finished above the committed offset will be applied again")
