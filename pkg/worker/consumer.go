@@ -352,13 +352,14 @@ func (h *dispatcher) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Co
 		}()
 	}
 	marked, markedMeta := int64(-1), ""
+	plainMeta := bindTopic(h.tid, "") // a mark's metadata: the topic's ID alone
 	mark := func() {
 		off, ok := wm.commit()
 		if !ok {
 			return
 		}
 		if off > marked {
-			s.MarkOffset(topic, partition, off, bindTopic(h.tid, "")) // metadata of an older watermark would not fit this one
+			s.MarkOffset(topic, partition, off, plainMeta) // metadata of an older watermark would not fit this one
 			marked, markedMeta = off, ""
 		}
 		wmLag.Set(float64(wm.next - off))
