@@ -9,25 +9,45 @@ import (
 	"github.com/IBM/sarama"
 )
 
+// TopicConfig returns topic's configuration entries named names (all of
+// them when none is named), by name, as the brokers report them
+// (DescribeConfigs, KIP-133); it fails when they cannot be read (e.g. no
+// DescribeConfigs ACL) or the brokers answer with an error for the topic.
+func TopicConfig(admin sarama.ClusterAdmin, topic string, names ...string) (map[string]string, error) {
+	results, err := admin.DescribeConfigs([]*sarama.ConfigResource{{Type: sarama.TopicResource, Name: topic, ConfigNames: names}}, sarama.DescribeConfigsOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("configuration of %s: %w", topic, err)
+	}
+	out := map[string]string{}
+	for _, r := range results {
+		if r.ErrorCode != sarama.ErrNoError {
+			return nil, fmt.Errorf("configuration of %s: %w: %s", topic, r.ErrorCode, r.ErrorMsg)
+		}
+		for _, e := range r.Configs {
+			out[e.Name] = e.Value
+		}
+	}
+	return out, nil
+}
+
 // RecordLimit returns topic's max.message.bytes: the largest record batch,
 // in bytes, its partitions accept (the topic's own setting, else the
 // broker's message.max.bytes, as DescribeConfigs reports it). It fails when
 // the configuration cannot be read (e.g. no DescribeConfigs ACL).
 func RecordLimit(admin sarama.ClusterAdmin, topic string) (int, error) {
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"max.message.bytes"}})
+	cfg, err := TopicConfig(admin, topic, "max.message.bytes")
+	if err != nil {
+		return 0, err
+	}
+	v, ok := cfg["max.message.bytes"]
+	if !ok {
+		return 0, fmt.Errorf("max.message.bytes of %s: not in the brokers' answer", topic)
+	}
+	n, err := strconv.Atoi(v)
 	if err != nil {
 		return 0, fmt.Errorf("max.message.bytes of %s: %w", topic, err)
 	}
-	for _, e := range entries {
-		if e.Name == "max.message.bytes" {
-			n, err := strconv.Atoi(e.Value)
-			if err != nil {
-				return 0, fmt.Errorf("max.message.bytes of %s: %w", topic, err)
-			}
-			return n, nil
-		}
-	}
-	return 0, fmt.Errorf("max.message.bytes of %s: not in the brokers' answer", topic)
+	return n, nil
 }
 
 // SetRecordLimit sets topic's max.message.bytes to n bytes

@@ -51,27 +51,20 @@ func checkStateCleanup(client sarama.Client, name string, horizonMs int64, provi
 	if err != nil {
 		return fmt.Errorf("kafka admin: %w", err)
 	}
-	entries, err := admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: name})
+	cfg, err := kafka.TopicConfig(admin, name, "cleanup.policy", "retention.ms", "segment.ms")
 	if err != nil {
-		return fmt.Errorf("configuration of %s: %w", name, err)
+		return err
 	}
 	var policy []string
+	for _, p := range strings.Split(cfg["cleanup.policy"], ",") {
+		policy = append(policy, strings.TrimSpace(p))
+	}
 	retention, segment := int64(-1), int64(-1)
-	for _, e := range entries {
-		switch e.Name {
-		case "cleanup.policy":
-			for _, p := range strings.Split(e.Value, ",") {
-				policy = append(policy, strings.TrimSpace(p))
-			}
-		case "retention.ms":
-			if v, err := strconv.ParseInt(e.Value, 10, 64); err == nil {
-				retention = v
-			}
-		case "segment.ms":
-			if v, err := strconv.ParseInt(e.Value, 10, 64); err == nil {
-				segment = v
-			}
-		}
+	if v, err := strconv.ParseInt(cfg["retention.ms"], 10, 64); err == nil {
+		retention = v
+	}
+	if v, err := strconv.ParseInt(cfg["segment.ms"], 10, 64); err == nil {
+		segment = v
 	}
 	segmentMs := kafka.StateSegment.Milliseconds()
 	cleanupOK := slices.Contains(policy, "compact") && slices.Contains(policy, "delete") && retention >= horizonMs
