@@ -158,13 +158,14 @@ func Run(ctx context.Context, cfg config.Worker, tracer trace.Tracer, log zerolo
 	defer kafka.Close(consumer, "consumer", log)
 	owner := contactstate.Owner{Topic: cfg.Kafka.Topic, Group: cfg.Fleet.GroupID}
 	rp := &run{cfg: r, topic: cfg.Kafka.Topic, filter: filter, enc: json.NewEncoder(out), sum: &sum, tracer: tracer, log: log,
-		client: client, consumer: consumer, limit: recordLimit(client, cfg.Kafka.Topic, cfg.Kafka.MaxMessageBytes)}
+		client: client, consumer: consumer}
 	if sum.Action == "list_parked" {
 		if err := rp.listParked(ctx, client, cfg.StateTopic(), owner); err != nil {
 			return sum, err
 		}
 		return sum, rp.enc.Encode(sum)
 	}
+	rp.limit = recordLimit(client, cfg.Kafka.Topic, cfg.Kafka.MaxMessageBytes) // only what puts records back needs it
 	if !r.DryRun {
 		psc, err := kafka.NewProducerConfig(cfg.Kafka)
 		if err != nil {
